@@ -1,0 +1,233 @@
+"""Scaled dot-product attention (Vaswani et al. 2017) and the multi-head attention module.
+
+Dimension letters used in shapes: b batch, h query heads, g key/value heads (grouped-query
+attention, Ainslie et al. 2023), n query positions, m key positions, d d_head, D d_model.
+
+`scaled_dot_product_attention` is the explicit math, used whenever someone wants to see the
+pattern. When nobody does, `Attention` calls torch's fused kernel instead; both give the
+same output (tests/unit/test_nn_attention.py checks it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from explorer.config import ModelConfig
+
+if TYPE_CHECKING:
+    from explorer.nn.capture import Capture
+    from explorer.nn.kv_cache import LayerKV
+
+
+def attention_pattern(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """softmax(q k^T * scale + mask): the pattern [b, h, n, m] for q [b, h, n, d], k [b, h, m, d].
+
+    ``mask`` broadcasts to [b, h, n, m] and follows torch's convention: a bool mask is True
+    where attention is allowed, a float mask is added to the scores. ``scale`` defaults to
+    1/sqrt(d) (T5 passes 1.0). The softmax runs in float32 whatever the input dtype.
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # [b, h, n, m]
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        else:
+            scores = scores + mask
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T * scale + mask) v, returning the output and the pattern.
+
+    q: [b, h, n, d]; k, v: [b, h, m, d]; mask and scale as in `attention_pattern`.
+    Returns out [b, h, n, d] and pattern [b, h, n, m] whose rows sum to 1.
+    """
+    pattern = attention_pattern(q, k, mask, scale)
+    return torch.matmul(pattern, v), pattern
+
+
+def causal_mask(n: int, m: int | None = None, device: torch.device | None = None) -> torch.Tensor:
+    """Bool [n, m], True where query i may see key j: j <= i + (m - n).
+
+    With ``m > n`` the queries are the last n of m positions (decoding with a KV cache).
+    """
+    m = n if m is None else m
+    q_pos = torch.arange(m - n, m, device=device)[:, None]
+    return torch.arange(m, device=device)[None, :] <= q_pos
+
+
+def local_window_mask(
+    n: int,
+    window: int,
+    causal: bool = False,
+    m: int | None = None,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """Bool [n, m], True where |i - j| <= window (and j <= i when causal).
+
+    The tutorials' ``local_attention`` loops over queries and slices a window of keys
+    around each; this is the same set of allowed keys as one mask, so the window is just
+    another mask for the ordinary attention. Queries are the last n of m positions.
+    """
+    m = n if m is None else m
+    q_pos = torch.arange(m - n, m, device=device)[:, None]
+    distance = q_pos - torch.arange(m, device=device)[None, :]
+    allowed = distance.abs() <= window
+    return allowed & (distance >= 0) if causal else allowed
+
+
+def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Bool [b, 1, 1, m] from a HF-style [b, m] mask of 1 (real token) and 0 (padding)."""
+    return rearrange(attention_mask.bool(), "b m -> b 1 1 m")
+
+
+def combine_masks(*masks: torch.Tensor | None) -> torch.Tensor | None:
+    """Combine bool masks (logical and) and float biases (sum) into one additive bias.
+
+    Returns None when every mask is None, a bool mask when all given masks are bool, and
+    otherwise a float tensor with -inf where any bool mask forbids attention.
+    """
+    given = [m for m in masks if m is not None]
+    if not given:
+        return None
+    bools = [m for m in given if m.dtype == torch.bool]
+    floats = [m for m in given if m.dtype != torch.bool]
+    allowed = None
+    for m in bools:
+        allowed = m if allowed is None else allowed & m
+    if not floats:
+        return allowed
+    bias = floats[0]
+    for f in floats[1:]:
+        bias = bias + f
+    if allowed is not None:
+        bias = bias.masked_fill(~allowed, float("-inf"))
+    return bias
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """[b, g, m, d] -> [b, g * n_rep, m, d]; query head h reads key/value head h // n_rep."""
+    if n_rep == 1:
+        return x
+    return x.repeat_interleave(n_rep, dim=1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (i, i + d/2) of x [b, h, n, d] by the angles in cos, sin [n, d]."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # rotate_half
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    """Multi-head, grouped-query or cross attention with q/k/v/o projections.
+
+    Parameters: q [h*d, D], k and v [g*d, D], o [D, h*d] (``nn.Linear`` layout), with
+    optional biases. Position information arrives from outside: rotary angles (``rope``)
+    and an additive/bool ``mask`` (causal, padding, window, ALiBi, relative bias), so one
+    module serves every positional scheme.
+    """
+
+    def __init__(self, cfg: ModelConfig, cross: bool = False) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.d_head = cfg.n_heads, cfg.n_kv_heads, cfg.d_head
+        self.cross = cross
+        self.scale = None if cfg.attn_scale else 1.0
+        self.q = nn.Linear(cfg.d_model, cfg.n_heads * cfg.d_head, bias=cfg.qkv_bias)
+        self.k = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.d_head, bias=cfg.qkv_bias)
+        self.v = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.d_head, bias=cfg.qkv_bias)
+        self.o = nn.Linear(cfg.n_heads * cfg.d_head, cfg.d_model, bias=cfg.out_bias)
+
+    def project(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q [b, h, n, d], k and v [b, g, m, d] for inputs x [b, n, D] (context [b, m, D]).
+
+        ``rope`` is (cos_q, sin_q, cos_k, sin_k), each [n or m, d].
+        """
+        source = x if context is None else context
+        q = rearrange(self.q(x), "b n (h d) -> b h n d", d=self.d_head)
+        k = rearrange(self.k(source), "b m (g d) -> b g m d", d=self.d_head)
+        v = rearrange(self.v(source), "b m (g d) -> b g m d", d=self.d_head)
+        if rope is not None:
+            cos_q, sin_q, cos_k, sin_k = rope
+            q, k = apply_rotary(q, cos_q, sin_q), apply_rotary(k, cos_k, sin_k)
+        return q, k, v
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        context: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, ...] | None = None,
+        mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        kv: LayerKV | None = None,
+        capture: Capture | None = None,
+        prefix: str = "",
+    ) -> torch.Tensor:
+        """x [b, n, D] -> [b, n, D]. ``is_causal`` stands for a causal ``mask`` (fast path).
+
+        ``kv`` (one layer of a KVCache) receives the new keys/values and supplies the past
+        ones. ``capture`` records ``{prefix}pattern`` (and q/k/v/z when asked).
+        """
+        q, k, v = self.project(x, context, rope)
+        if kv is not None:
+            k, v = kv.append(k, v)
+        n_rep = self.n_heads // self.n_kv_heads
+        want_pattern = capture is not None and capture.wants(prefix + "pattern")
+        if capture is not None:
+            capture.save(prefix + "q", q)
+            capture.save(prefix + "k", k)
+            capture.save(prefix + "v", v)
+        if want_pattern:
+            if is_causal:
+                mask = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
+            z, pattern = scaled_dot_product_attention(
+                q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask, self.scale
+            )
+            capture.save(prefix + "pattern", pattern)
+        else:
+            z = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
+                scale=self.scale, enable_gqa=n_rep > 1,
+            )
+        if capture is not None:
+            capture.save(prefix + "z", z)
+        return self.o(rearrange(z, "b h n d -> b n (h d)"))
+
+    def pattern(
+        self,
+        x: torch.Tensor,
+        *,
+        context: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, ...] | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Only the attention pattern [b, h, n, m] for (already normalised) inputs.
+
+        Lets a view recompute one layer's pattern from a stored residual stream instead of
+        keeping every layer's n x m matrices in memory.
+        """
+        q, k, _ = self.project(x, context, rope)
+        return attention_pattern(q, repeat_kv(k, self.n_heads // self.n_kv_heads), mask, self.scale)

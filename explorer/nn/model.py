@@ -1,0 +1,335 @@
+"""The models: decoder-only, encoder-only and encoder-decoder transformers.
+
+Built from the blocks of the tutorials (embeddings, a stack of `TransformerBlock`s, a final
+norm and an unembedding), generalised so one implementation runs GPT-2, Llama-family,
+BERT and T5 checkpoints. Vaswani et al. 2017; Radford et al. 2019; Devlin et al. 2019;
+Raffel et al. 2020; Touvron et al. 2023.
+
+Shapes: b batch, n positions, m key positions, D d_model, V d_vocab, h heads.
+Parameter names (what the loaders in `explorer.models` fill):
+  embed.tokens, embed.positions, embed.token_types, embed.norm
+  [encoder. | decoder.] blocks.{i}.{ln1, attn.{q,k,v,o}, ln_cross, cross_attn.{q,k,v,o},
+                                   ln2, mlp.{up, gate, down, router, experts.{e}.*}}
+  [encoder. | decoder.] final_norm, [encoder. | decoder.] rel_bias
+  head.transform, head.norm, head.unembed
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from explorer.config import ModelConfig
+from explorer.nn.attention import causal_mask, combine_masks, local_window_mask, padding_mask
+from explorer.nn.block import TransformerBlock
+from explorer.nn.capture import ActivationCache, Capture, NameFilter
+from explorer.nn.kv_cache import KVCache
+from explorer.nn.mlp import ACTIVATIONS
+from explorer.nn.norms import build_norm
+from explorer.nn.positional import (
+    LearnedPositions,
+    RelativePositionBias,
+    Rotary,
+    SinusoidalPositions,
+    alibi_bias,
+    alibi_slopes,
+)
+
+ABSOLUTE_POSITIONS = {"learned": LearnedPositions, "sinusoidal": SinusoidalPositions}
+
+
+class Embeddings(nn.Module):
+    """Token embedding plus, where the config has them, absolute positions, token types
+    (BERT segments) and a norm (BERT)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(cfg.d_vocab, cfg.d_model)
+        positions = ABSOLUTE_POSITIONS.get(cfg.positional)
+        self.positions = positions(cfg.n_ctx, cfg.d_model) if positions else None
+        self.token_types = (
+            nn.Embedding(cfg.n_token_types, cfg.d_model) if cfg.n_token_types else None
+        )
+        self.norm = build_norm(cfg) if cfg.embed_norm else None
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        capture: Capture | None = None,
+        prefix: str = "",
+    ) -> torch.Tensor:
+        """ids [b, n], positions [n] -> the first residual stream [b, n, D]."""
+        x = self.tokens(ids)
+        if capture is not None:
+            capture.save(prefix + "embed", x)
+        if self.positions is not None:
+            pos = self.positions(positions).to(x.dtype)
+            if capture is not None:
+                capture.save(prefix + "pos_embed", pos)
+            x = x + pos
+        if self.token_types is not None:
+            types = torch.zeros_like(ids) if token_type_ids is None else token_type_ids
+            x = x + self.token_types(types)
+        return x if self.norm is None else self.norm(x)
+
+
+class LMHead(nn.Module):
+    """Residual stream -> logits: [BERT's dense + act + norm transform,] unembedding."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.scale = cfg.unembed_scale
+        self.transform = nn.Linear(cfg.d_model, cfg.d_model) if cfg.mlm_head else None
+        self.act = ACTIVATIONS[cfg.activation]
+        self.norm = build_norm(cfg) if cfg.mlm_head else None
+        self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab, bias=cfg.unembed_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., D] -> logits [..., V]."""
+        if self.transform is not None:
+            x = self.norm(self.act(self.transform(x)))
+        return self.unembed(x * self.scale if self.scale != 1.0 else x)
+
+
+class Stack(nn.Module):
+    """A stack of blocks with the positional machinery that acts inside attention.
+
+    Rotary angles, ALiBi and relative biases, causal/window/padding masks are computed once
+    per forward and shared by every layer.
+    """
+
+    def __init__(self, cfg: ModelConfig, n_layers: int, causal: bool, cross: bool = False):
+        super().__init__()
+        self.cfg, self.causal = cfg, causal
+        self.blocks = nn.ModuleList(TransformerBlock(cfg, cross) for _ in range(n_layers))
+        self.final_norm = build_norm(cfg) if cfg.final_norm else None
+        self.rotary = Rotary(cfg.d_head, cfg.rope_base) if cfg.positional == "rope" else None
+        self.rel_bias = (
+            RelativePositionBias(cfg.n_heads, cfg.relative_buckets, cfg.relative_max_distance,
+                                 bidirectional=not causal)
+            if cfg.positional == "relative" else None
+        )
+        if cfg.positional == "alibi":
+            self.register_buffer("alibi_slopes", alibi_slopes(cfg.n_heads), persistent=False)
+        else:
+            self.alibi_slopes = None
+
+    def attention_inputs(
+        self,
+        n: int,
+        offset: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        attention_mask: torch.Tensor | None = None,
+        explicit_mask: bool = False,
+    ) -> dict:
+        """Keyword arguments for every block's self-attention: rope, mask, is_causal.
+
+        Queries are positions offset..offset+n, keys 0..offset+n. A plain causal mask is
+        left to the fused kernel's ``is_causal`` unless ``explicit_mask`` is asked for.
+        """
+        m = offset + n
+        rope = None
+        if self.rotary is not None:
+            cos, sin = self.rotary(torch.arange(m, device=device), dtype)
+            rope = (cos[offset:], sin[offset:], cos, sin)
+        bias = None
+        if self.alibi_slopes is not None:
+            bias = alibi_bias(self.alibi_slopes, n, m).to(dtype)
+        elif self.rel_bias is not None:
+            bias = self.rel_bias(n, m).to(dtype)
+        window = None
+        if self.cfg.window is not None:
+            window = local_window_mask(n, self.cfg.window, self.causal, m, device)
+        pad = padding_mask(attention_mask) if attention_mask is not None else None
+        needs_causal = self.causal and n > 1
+        if needs_causal and not explicit_mask and offset == 0 and (bias, window, pad) == (
+            None, None, None
+        ):
+            return {"rope": rope, "mask": None, "is_causal": True}
+        causal = causal_mask(n, m, device) if needs_causal else None
+        return {"rope": rope, "mask": combine_masks(causal, window, pad, bias), "is_causal": False}
+
+    def run_blocks(
+        self,
+        x: torch.Tensor,
+        *,
+        offset: int = 0,
+        attention_mask: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        capture: Capture | None = None,
+        prefix: str = "",
+    ) -> torch.Tensor:
+        """Residual stream x [b, n, D] through every block and the final norm."""
+        attn_kwargs = self.attention_inputs(x.shape[1], offset, x.device, x.dtype, attention_mask)
+        cross_mask = padding_mask(context_mask) if context_mask is not None else None
+        for i, block in enumerate(self.blocks):
+            x = block(
+                x, **attn_kwargs, context=context, context_mask=cross_mask,
+                kv=kv_cache.layer(i) if kv_cache is not None else None,
+                capture=capture, prefix=f"{prefix}blocks.{i}.",
+            )
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+            if capture is not None:
+                capture.save(prefix + "final_norm", x)
+        return x
+
+    @torch.no_grad()
+    def layer_pattern(
+        self, layer: int, resid_pre: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Recompute one layer's self-attention pattern [b, h, n, n] from its resid_pre.
+
+        Costs one layer's Q.K, so views can show any layer of a long prompt without the
+        whole cache holding every layer's n x n patterns.
+        """
+        n = resid_pre.shape[1]
+        kwargs = self.attention_inputs(
+            n, 0, resid_pre.device, resid_pre.dtype, attention_mask, explicit_mask=True
+        )
+        block = self.blocks[layer]
+        return block.attn.pattern(
+            block.attention_input(resid_pre), rope=kwargs["rope"], mask=kwargs["mask"]
+        )
+
+
+class Transformer(Stack):
+    """Decoder-only (causal LM) or encoder-only (bidirectional, BERT-style) transformer."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        if cfg.kind == "encoder-decoder":
+            raise ValueError("use EncoderDecoderTransformer for kind='encoder-decoder'")
+        super().__init__(cfg, cfg.n_layers, causal=cfg.kind == "decoder")
+        self.embed = Embeddings(cfg)
+        self.head = LMHead(cfg) if cfg.has_unembed else None
+        if self.head is not None and cfg.tied_embeddings:
+            self.head.unembed.weight = self.embed.tokens.weight
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        *,
+        token_type_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        capture: Capture | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """ids [b, n] -> logits [b, n, V] ([b, 1, V] with ``last_only``).
+
+        With ``kv_cache`` the ids continue the cached positions, and the cache advances by n.
+        A model without an unembedding returns the final hidden states [b, n, D].
+        """
+        offset = kv_cache.length if kv_cache is not None else 0
+        n = ids.shape[1]
+        if offset + n > self.cfg.n_ctx:
+            raise ValueError(f"{offset + n} positions exceed the context length {self.cfg.n_ctx}")
+        positions = torch.arange(offset, offset + n, device=ids.device)
+        x = self.embed(ids, positions, token_type_ids, capture)
+        x = self.run_blocks(
+            x, offset=offset, attention_mask=attention_mask, kv_cache=kv_cache, capture=capture
+        )
+        if kv_cache is not None:
+            kv_cache.advance(n)
+        if last_only:
+            x = x[:, -1:]
+        return x if self.head is None else self.head(x)
+
+    def unembed_residual(self, resid: torch.Tensor) -> torch.Tensor:
+        """Logits [..., V] the model would give if ``resid`` [..., D] were its last layer's
+        output (final norm then unembedding): the logit lens (nostalgebraist 2020)."""
+        if self.head is None:
+            raise ValueError("this model has no unembedding")
+        x = self.final_norm(resid) if self.final_norm is not None else resid
+        return self.head(x)
+
+    @torch.no_grad()
+    def run_with_cache(
+        self, ids: torch.Tensor, names: NameFilter = None, **kwargs
+    ) -> tuple[torch.Tensor, ActivationCache]:
+        """(logits, cache) of one forward, keeping the activations ``names`` selects."""
+        capture = Capture(names)
+        logits = self(ids, capture=capture, **kwargs)
+        return logits, capture.cache
+
+
+class EncoderDecoderTransformer(nn.Module):
+    """Encoder (bidirectional) and decoder (causal, with cross-attention) sharing embeddings."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = Embeddings(cfg)
+        self.encoder = Stack(cfg, cfg.n_layers, causal=False)
+        self.decoder = Stack(cfg, cfg.n_decoder_layers, causal=True, cross=True)
+        self.head = LMHead(cfg)
+        if cfg.tied_embeddings:
+            self.head.unembed.weight = self.embed.tokens.weight
+
+    def encode(
+        self,
+        encoder_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        capture: Capture | None = None,
+    ) -> torch.Tensor:
+        """encoder_ids [b, m] -> encoder output [b, m, D]."""
+        positions = torch.arange(encoder_ids.shape[1], device=encoder_ids.device)
+        x = self.embed(encoder_ids, positions, capture=capture, prefix="encoder.")
+        return self.encoder.run_blocks(
+            x, attention_mask=attention_mask, capture=capture, prefix="encoder."
+        )
+
+    def decode(
+        self,
+        decoder_ids: torch.Tensor,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor | None = None,
+        capture: Capture | None = None,
+    ) -> torch.Tensor:
+        """decoder_ids [b, n] attending to memory [b, m, D] -> logits [b, n, V]."""
+        positions = torch.arange(decoder_ids.shape[1], device=decoder_ids.device)
+        x = self.embed(decoder_ids, positions, capture=capture, prefix="decoder.")
+        x = self.decoder.run_blocks(
+            x, context=memory, context_mask=memory_mask, capture=capture, prefix="decoder."
+        )
+        return self.head(x)
+
+    def forward(
+        self,
+        encoder_ids: torch.Tensor,
+        decoder_ids: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        capture: Capture | None = None,
+    ) -> torch.Tensor:
+        """encoder_ids [b, m], decoder_ids [b, n] -> logits [b, n, V]."""
+        memory = self.encode(encoder_ids, attention_mask, capture)
+        return self.decode(decoder_ids, memory, attention_mask, capture)
+
+    def unembed_residual(self, resid: torch.Tensor) -> torch.Tensor:
+        """Decoder logit lens: final norm then unembedding of a decoder residual [..., D]."""
+        final_norm = self.decoder.final_norm
+        return self.head(final_norm(resid) if final_norm is not None else resid)
+
+    @torch.no_grad()
+    def run_with_cache(
+        self,
+        encoder_ids: torch.Tensor,
+        decoder_ids: torch.Tensor,
+        names: NameFilter = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, ActivationCache]:
+        capture = Capture(names)
+        logits = self(encoder_ids, decoder_ids, capture=capture, **kwargs)
+        return logits, capture.cache
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """A randomly initialised model of the kind ``cfg.kind`` names."""
+    model_class = EncoderDecoderTransformer if cfg.kind == "encoder-decoder" else Transformer
+    return model_class(cfg)
