@@ -35,7 +35,7 @@ def attention_pattern(
 
     ``mask`` broadcasts to [b, h, n, m] and follows torch's convention: a bool mask is True
     where attention is allowed, a float mask is added to the scores. ``scale`` defaults to
-    1/sqrt(d) (T5 passes 1.0). The softmax runs in float32 whatever the input dtype.
+    1/sqrt(d) (T5 passes 1.0). The softmax runs in at least float32 (float64 stays float64).
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # [b, h, n, m]
@@ -44,7 +44,8 @@ def attention_pattern(
             scores = scores.masked_fill(~mask, float("-inf"))
         else:
             scores = scores + mask
-    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    softmax_dtype = torch.promote_types(scores.dtype, torch.float32)
+    return torch.softmax(scores, dim=-1, dtype=softmax_dtype).to(q.dtype)
 
 
 def scaled_dot_product_attention(
