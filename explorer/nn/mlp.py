@@ -81,9 +81,12 @@ class SparseMoE(nn.Module):
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Router probabilities [..., E], chosen experts [..., k] and their weights [..., k].
 
-        The weights are the chosen probabilities renormalised to sum to 1 per token.
+        The weights are the chosen probabilities renormalised to sum to 1 per token. The
+        softmax runs in at least float32 (float64 stays float64).
         """
-        probs = torch.softmax(self.router(x), dim=-1, dtype=torch.float32)
+        logits = self.router(x)
+        softmax_dtype = torch.promote_types(logits.dtype, torch.float32)
+        probs = torch.softmax(logits, dim=-1, dtype=softmax_dtype)
         top_probs, top_experts = probs.topk(self.top_k, dim=-1)
         weights = top_probs / top_probs.sum(-1, keepdim=True)
         return probs.to(x.dtype), top_experts, weights.to(x.dtype)

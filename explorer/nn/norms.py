@@ -1,7 +1,8 @@
 """Normalisation layers: LayerNorm (Ba et al. 2016) and RMSNorm (Zhang & Sennrich 2019).
 
 RMSNorm drops LayerNorm's mean subtraction and bias (Llama, T5). Both compute their
-statistics in float32 whatever the input dtype, as the reference implementations do.
+statistics in at least float32 (half precision is upcast, float64 stays float64), as the
+reference implementations do.
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from explorer.config import ModelConfig
+
+
+def _stats_dtype(x: torch.Tensor) -> torch.dtype:
+    """float32 for half-precision inputs, the input's own dtype for float32/float64."""
+    return torch.promote_types(x.dtype, torch.float32)
 
 
 class LayerNorm(nn.Module):
@@ -23,8 +29,9 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(d_model)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.layer_norm(x.float(), x.shape[-1:], self.weight.float(),
-                           None if self.bias is None else self.bias.float(), self.eps)
+        dtype = _stats_dtype(x)
+        out = F.layer_norm(x.to(dtype), x.shape[-1:], self.weight.to(dtype),
+                           None if self.bias is None else self.bias.to(dtype), self.eps)
         return out.to(x.dtype)
 
 
@@ -37,7 +44,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d_model))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
+        x32 = x.to(_stats_dtype(x))
         normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * normed.to(x.dtype)
 
