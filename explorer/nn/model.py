@@ -133,8 +133,10 @@ class Stack(nn.Module):
         m = offset + n
         rope = None
         if self.rotary is not None:
-            cos, sin = self.rotary(torch.arange(m, device=device), dtype)
-            rope = (cos[offset:], sin[offset:], cos, sin)
+            # Queries and the new keys are both positions offset..m (cached keys are stored
+            # already rotated), so only those n angles are needed, never the whole context.
+            cos, sin = self.rotary(torch.arange(offset, m, device=device), dtype)
+            rope = (cos, sin, cos, sin)
         bias = None
         if self.alibi_slopes is not None:
             bias = alibi_bias(self.alibi_slopes, n, m).to(dtype)
