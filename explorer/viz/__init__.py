@@ -1,0 +1,27 @@
+"""Pure figure builders: numbers (arrays, frames) in, plotly/altair figures out."""
+
+from explorer.viz.attention import (
+    COLOUR_SCALES,
+    attention_heatmap,
+    attention_lines,
+    head_map_chart,
+    head_small_multiples,
+    pattern_frame,
+    pool_matrix,
+    query_attention_bars,
+)
+from explorer.viz.tokens import display_token, escape_for_plotly, unique_labels
+
+__all__ = [
+    "COLOUR_SCALES",
+    "attention_heatmap",
+    "attention_lines",
+    "display_token",
+    "escape_for_plotly",
+    "head_map_chart",
+    "head_small_multiples",
+    "pattern_frame",
+    "pool_matrix",
+    "query_attention_bars",
+    "unique_labels",
+]
