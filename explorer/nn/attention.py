@@ -36,6 +36,8 @@ def attention_pattern(
     ``mask`` broadcasts to [b, h, n, m] and follows torch's convention: a bool mask is True
     where attention is allowed, a float mask is added to the scores. ``scale`` defaults to
     1/sqrt(d) (T5 passes 1.0). The softmax runs in at least float32 (float64 stays float64).
+    A query the mask forbids every key (a left-padding position) gets a row of zeros, not
+    NaN, as torch's fused kernel does; every other row sums to 1.
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # [b, h, n, m]
@@ -45,7 +47,10 @@ def attention_pattern(
         else:
             scores = scores + mask
     softmax_dtype = torch.promote_types(scores.dtype, torch.float32)
-    return torch.softmax(scores, dim=-1, dtype=softmax_dtype).to(q.dtype)
+    pattern = torch.softmax(scores, dim=-1, dtype=softmax_dtype)
+    if mask is not None:  # fully masked rows: softmax of all -inf is NaN; make them zero
+        pattern = pattern.masked_fill(torch.isneginf(scores).all(-1, keepdim=True), 0.0)
+    return pattern.to(q.dtype)
 
 
 def scaled_dot_product_attention(

@@ -42,12 +42,19 @@ class ActivationCache(dict[str, torch.Tensor]):
         return sum(seen.values())
 
 
+def _glob_to_regex(name: str) -> str:
+    """``*`` matches one dot-separated part, except a trailing ``*``, which matches any suffix."""
+    body, trailing = (name[:-1], ".*") if name.endswith("*") else (name, "")
+    return re.escape(body).replace(r"\*", r"[^.]*") + trailing + "$"
+
+
 class Capture:
     """Decides which named activations to keep during one call, and keeps them.
 
-    ``names``: None keeps everything; an iterable keeps exactly those names (a trailing
-    ``*`` matches any suffix, e.g. ``"blocks.*.attn.pattern"`` via fnmatch-style globs);
-    a callable is a predicate on the name.
+    ``names``: None keeps everything; an iterable keeps exactly those names, where ``*``
+    inside a name matches one dot-separated part (``"blocks.*.attn.pattern"``) and a
+    trailing ``*`` matches any suffix (``"blocks.0.*"``: everything in block 0); a
+    callable is a predicate on the name.
     """
 
     def __init__(self, names: NameFilter = None) -> None:
@@ -58,8 +65,7 @@ class Capture:
             self._wants = names
         else:
             exact = {n for n in names if "*" not in n}
-            globs = [re.compile(re.escape(n).replace(r"\*", r"[^.]*") + "$")
-                     for n in names if "*" in n]
+            globs = [re.compile(_glob_to_regex(n)) for n in names if "*" in n]
             self._wants = lambda name: name in exact or any(g.match(name) for g in globs)
 
     def wants(self, name: str) -> bool:

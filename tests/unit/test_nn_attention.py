@@ -242,3 +242,14 @@ def test_float64_pattern_is_exact():
     q = q * 3
     by_hand = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(8), dim=-1)
     torch.testing.assert_close(attention_pattern(q, k), by_hand, atol=1e-13, rtol=0)
+
+
+def test_fully_masked_query_gets_zeros_like_torch():
+    q, k, v = qkv(b=1, h=2, n=3, m=4)
+    mask = torch.ones(1, 1, 3, 4, dtype=torch.bool)
+    mask[..., 0, :] = False  # query 0 may see nothing (a left-padding position)
+    out, pattern = scaled_dot_product_attention(q, k, v, mask=mask)
+    assert not pattern.isnan().any() and (pattern[..., 0, :] == 0).all()
+    row_sums = pattern[..., 1:, :].sum(-1)
+    torch.testing.assert_close(row_sums, torch.ones(1, 2, 2, dtype=torch.float64))
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
