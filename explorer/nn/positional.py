@@ -58,13 +58,18 @@ class Rotary(nn.Module):
 
     def __init__(self, d_head: int, base: float = 10000.0) -> None:
         super().__init__()
+        self.d_head, self.base = d_head, base
         self.register_buffer("inv_freq", rope_inv_freq(d_head, base), persistent=False)
 
     def forward(
         self, positions: torch.Tensor, dtype: torch.dtype
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """positions [n] -> cos, sin [n, d], computed in float32 then cast to ``dtype``."""
-        angles = positions.float()[:, None] * self.inv_freq[None, :]  # [n, d/2]
+        inv_freq = self.inv_freq
+        if inv_freq.dtype not in (torch.float32, torch.float64):
+            # model.to(bfloat16) also casts this buffer; rounded speeds give wrong angles
+            inv_freq = rope_inv_freq(self.d_head, self.base).to(inv_freq.device)
+        angles = positions.to(inv_freq.dtype)[:, None] * inv_freq[None, :]  # [n, d/2]
         angles = torch.cat((angles, angles), dim=-1)
         return angles.cos().to(dtype), angles.sin().to(dtype)
 

@@ -166,3 +166,13 @@ def test_relative_position_bias_lookup_and_cache_offset():
     # causal buckets: distance d (key before query) -> bucket d for small d; head 1 = 2b + 1
     assert full[0, 1, 3].tolist() == [7.0, 5.0, 3.0, 1.0, 1.0]
     torch.testing.assert_close(module(2, 5), full[:, :, 3:])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_rotary_angles_survive_a_half_precision_model_cast(dtype):
+    positions = torch.arange(2048)
+    cos, sin = Rotary(64)(positions, dtype)
+    cos_half, sin_half = Rotary(64).to(dtype)(positions, dtype)  # model.to(dtype) casts buffers
+    assert cos_half.dtype == dtype
+    torch.testing.assert_close(cos_half, cos, atol=0, rtol=0)
+    torch.testing.assert_close(sin_half, sin, atol=0, rtol=0)
