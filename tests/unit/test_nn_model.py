@@ -395,3 +395,21 @@ def test_float32_model_runs_and_matches_float64():
     model = make(dtype=torch.float32, **DECODERS["llama"])
     x = ids()
     torch.testing.assert_close(model(x).double(), ref(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("arch", ["llama", "alibi", "relative"])
+def test_cuda_model_matches_cpu_and_kv_cache_works_there(arch):
+    ref = make(**DECODERS[arch])
+    model = make(dtype=torch.float32, **DECODERS[arch]).to("cuda")
+    x = ids()
+    logits = model(x.cuda())
+    torch.testing.assert_close(logits.double().cpu(), ref(x), atol=1e-3, rtol=1e-3)
+    cache = KVCache(model.cfg, max_len=8, batch=2, device="cuda", dtype=torch.float32)
+    steps = [model(x[:, :3].cuda(), kv_cache=cache)]
+    steps += [model(x[:, i : i + 1].cuda(), kv_cache=cache) for i in range(3, 7)]
+    torch.testing.assert_close(torch.cat(steps, 1), logits, atol=1e-4, rtol=1e-4)
+    bf16 = model.to(torch.bfloat16)
+    _, cache = bf16.run_with_cache(x.cuda())
+    assert cache["blocks.1.attn.pattern"].dtype == torch.bfloat16
+    assert torch.isfinite(bf16(x.cuda()).float()).all()
