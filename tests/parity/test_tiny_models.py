@@ -1,0 +1,95 @@
+"""Parity of our loaded models with transformers' eager models on tiny random checkpoints.
+
+Logits within 1e-4, attention patterns within 1e-5 (vs ``output_attentions``) and the
+residual stream at every layer boundary within 1e-4 (vs ``output_hidden_states``), float32.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import explorer
+
+LOGITS_TOL, PATTERN_TOL, HIDDEN_TOL = 1e-4, 1e-5, 1e-4
+
+
+def _ids(n: int, seed: int, vocab: int = 97) -> torch.Tensor:
+    return torch.randint(0, vocab, (1, n), generator=torch.Generator().manual_seed(seed))
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return (a.float() - b.float()).abs().max().item()
+
+
+@pytest.mark.parametrize("fixture", ["tiny_gpt2", "tiny_llama", "tiny_qwen2"])
+def test_decoder_parity(fixture: str, request: pytest.FixtureRequest) -> None:
+    ref, directory = request.getfixturevalue(fixture)
+    lm = explorer.load(directory, device="cpu", dtype="float32")
+    ids = _ids(13, seed=7)
+    with torch.no_grad():
+        out = ref(ids, output_attentions=True, output_hidden_states=True)
+    logits, cache = lm.model.run_with_cache(ids)
+    assert _max_diff(logits, out.logits) <= LOGITS_TOL
+    assert _max_diff(lm.model(ids), out.logits) <= LOGITS_TOL  # fused (no-capture) path
+    assert _max_diff(cache.stack("attn.pattern"), torch.stack(out.attentions)) <= PATTERN_TOL
+    n_layers = lm.config.n_layers
+    for i in range(n_layers):
+        assert _max_diff(cache[f"blocks.{i}.resid_pre"], out.hidden_states[i]) <= HIDDEN_TOL
+    assert _max_diff(cache["final_norm"], out.hidden_states[n_layers]) <= HIDDEN_TOL
+    for i in range(n_layers):  # the pattern recomputed from resid_pre matches too
+        pattern = lm.model.layer_pattern(i, cache[f"blocks.{i}.resid_pre"])
+        assert _max_diff(pattern, out.attentions[i]) <= PATTERN_TOL
+
+
+def test_llama_gqa_config(tiny_llama) -> None:
+    lm = explorer.load(tiny_llama[1], device="cpu", dtype="float32")
+    assert (lm.config.n_heads, lm.config.n_kv_heads, lm.config.family) == (4, 2, "llama")
+    assert not lm.config.tied_embeddings
+
+
+def test_qwen2_has_qkv_biases(tiny_qwen2) -> None:
+    lm = explorer.load(tiny_qwen2[1], device="cpu", dtype="float32")
+    assert lm.config.qkv_bias and not lm.config.out_bias
+    ref_bias = tiny_qwen2[0].model.layers[0].self_attn.q_proj.bias
+    assert torch.equal(lm.model.blocks[0].attn.q.bias, ref_bias)
+    assert lm.model.head.unembed.weight is lm.model.embed.tokens.weight
+
+
+def test_bert_parity(tiny_bert) -> None:
+    ref, directory = tiny_bert
+    lm = explorer.load(directory, device="cpu", dtype="float32")
+    assert lm.config.mlm_head and lm.config.norm_position == "post"
+    ids = _ids(11, seed=8)
+    types = torch.tensor([[0] * 6 + [1] * 5])
+    with torch.no_grad():
+        out = ref(ids, token_type_ids=types, output_attentions=True, output_hidden_states=True)
+    logits, cache = lm.model.run_with_cache(ids, token_type_ids=types)
+    assert _max_diff(logits, out.logits) <= LOGITS_TOL
+    assert _max_diff(cache.stack("attn.pattern"), torch.stack(out.attentions)) <= PATTERN_TOL
+    assert _max_diff(cache["blocks.0.resid_pre"], out.hidden_states[0]) <= HIDDEN_TOL
+    for i in range(lm.config.n_layers):
+        assert _max_diff(cache[f"blocks.{i}.resid_post"], out.hidden_states[i + 1]) <= HIDDEN_TOL
+
+
+def test_t5_parity(tiny_t5) -> None:
+    ref, directory = tiny_t5
+    lm = explorer.load(directory, device="cpu", dtype="float32")
+    assert lm.config.kind == "encoder-decoder" and not lm.config.attn_scale
+    enc, dec = _ids(10, seed=9), _ids(6, seed=10)
+    with torch.no_grad():
+        out = ref(input_ids=enc, decoder_input_ids=dec, output_attentions=True,
+                  output_hidden_states=True)
+    logits, cache = lm.model.run_with_cache(enc, dec)
+    assert _max_diff(logits, out.logits) <= LOGITS_TOL
+    pairs = [("encoder.", "attn.pattern", out.encoder_attentions),
+             ("decoder.", "attn.pattern", out.decoder_attentions),
+             ("decoder.", "cross_attn.pattern", out.cross_attentions)]
+    for prefix, suffix, theirs in pairs:
+        assert _max_diff(cache.stack(suffix, prefix), torch.stack(theirs)) <= PATTERN_TOL
+    for prefix, hidden, n in (("encoder.", out.encoder_hidden_states, lm.config.n_layers),
+                              ("decoder.", out.decoder_hidden_states, lm.config.n_decoder_layers)):
+        for i in range(n):
+            assert _max_diff(cache[f"{prefix}blocks.{i}.resid_pre"], hidden[i]) <= HIDDEN_TOL
+        assert _max_diff(cache[f"{prefix}final_norm"], hidden[n]) <= HIDDEN_TOL
