@@ -12,7 +12,3 @@ __all__ = [
     "load",
     "pick_device",
 ]
-
-from explorer.generation import GenerationStep, chat_ids, generate
-
-__all__ += ["GenerationStep", "chat_ids", "generate"]
