@@ -12,3 +12,7 @@ __all__ = [
     "load",
     "pick_device",
 ]
+
+from explorer.generation import GenerationStep, chat_ids, generate
+
+__all__ += ["GenerationStep", "chat_ids", "generate"]

@@ -1,0 +1,200 @@
+"""Streaming autoregressive generation on our own model with a preallocated KV cache.
+
+The prompt runs once (the prefill), then each step feeds only the newest token: its keys and
+values are appended to the cache so the prefix is never recomputed (the incremental
+decoding of Vaswani et al. 2017, Sec. 3.2; Pope et al. 2022 on why one step is bound by
+reading the weights). Every step yields a `GenerationStep` with what the model considered
+(top candidates, entropy) and, on request, where it looked (the attention of the query that
+produced the token over the whole context, every layer and head).
+
+Shapes: n prompt positions, V d_vocab, L n_layers, h n_heads, m context positions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from explorer.generation.sampling import (
+    SamplingParams,
+    choose_token,
+    entropy,
+    sampling_distribution,
+)
+from explorer.generation.text import IncrementalDetokenizer, end_token_ids, token_text
+from explorer.nn.capture import Capture
+from explorer.nn.kv_cache import KVCache
+
+PATTERN_SUFFIX = ".attn.pattern"
+
+
+@dataclass(frozen=True)
+class GenerationStep:
+    """One generated token and what the model saw when it chose it.
+
+    ``text`` is the new text this token completes (incremental detokenisation: "" while a
+    multi-byte character is still incomplete); ``token`` is the token decoded alone.
+    ``prob``, ``top_ids``/``top_probs`` and ``entropy`` (nats) describe the distribution
+    the token was drawn from (the model's softmax when greedy, after temperature/top-k/top-p
+    otherwise). ``finished`` is None, or why generation ends here: "eos", "max_new_tokens"
+    or "context". ``elapsed`` counts seconds from the call; ``ttft`` is the first step's.
+    ``attention`` [L, h, m] (when asked) is the attention of the last fed position (the one
+    whose output chose this token) over the m = ``position`` context positions.
+    """
+
+    index: int
+    token_id: int
+    text: str
+    token: str
+    prob: float
+    top_ids: list[int]
+    top_probs: list[float]
+    entropy: float
+    finished: str | None
+    elapsed: float
+    ttft: float
+    position: int
+    prompt_cut: int = 0
+    attention: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Decoding speed after the first token (tokens per second), 0 before it."""
+        decode_time = self.elapsed - self.ttft
+        return self.index / decode_time if self.index and decode_time > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class PromptFit:
+    """A prompt cut to fit the context with room for the generation."""
+
+    ids: torch.Tensor  # [1, n] kept (rightmost) prompt tokens
+    cut: int  # tokens removed from the left
+    max_new_tokens: int  # bounded by the context
+    context_bound: bool  # True when max_new_tokens was lowered to fit the context
+
+
+def fit_prompt(ids: torch.Tensor | Iterable[int], n_ctx: int, max_new_tokens: int) -> PromptFit:
+    """Bound ``max_new_tokens`` to [1, n_ctx - 1] and keep the rightmost prompt tokens so
+    that prompt + generated tokens fit ``n_ctx`` positions (the last token is never fed).
+
+    ids: [n] or [1, n]. Raises ValueError on an empty prompt.
+    """
+    ids = torch.as_tensor(ids if isinstance(ids, torch.Tensor) else list(ids), dtype=torch.long)
+    ids = ids.reshape(1, -1)
+    if ids.shape[1] == 0:
+        raise ValueError("the prompt is empty: type some text to continue")
+    if n_ctx < 2:
+        raise ValueError(f"a context of {n_ctx} position(s) leaves no room to generate")
+    max_new = max(1, min(int(max_new_tokens), n_ctx - 1))
+    keep = n_ctx - max_new + 1
+    cut = max(0, ids.shape[1] - keep)
+    return PromptFit(ids[:, cut:], cut, max_new, max_new < max_new_tokens)
+
+
+def _pattern_names(name: str) -> bool:
+    return name.endswith(PATTERN_SUFFIX)
+
+
+@torch.inference_mode()
+def _forward(
+    model: torch.nn.Module, ids: torch.Tensor, cache: KVCache, capture_attention: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Feed ids [1, n] through the cache -> (last logits [V] float32, attention [L, h, m])."""
+    capture = Capture(_pattern_names) if capture_attention else None
+    logits = model(ids, kv_cache=cache, last_only=True, capture=capture)[0, -1].float()
+    if capture is None:
+        return logits, None
+    pattern = capture.cache.stack("attn.pattern")  # [L, 1, h, 1, m]
+    return logits, pattern[:, 0, :, -1].float()
+
+
+@torch.inference_mode()
+def _describe(
+    logits: torch.Tensor,
+    params: SamplingParams,
+    generator: torch.Generator | None,
+    top_n: int,
+) -> tuple[int, float, list[int], list[float], float]:
+    """(token id, its probability, top ids, top probs, entropy) for logits [V]."""
+    probs = sampling_distribution(logits, params)
+    token_id = choose_token(logits, probs, params, generator)
+    top = torch.topk(probs, min(top_n, probs.shape[-1]))
+    return (
+        token_id, float(probs[token_id]), top.indices.tolist(), top.values.tolist(),
+        entropy(probs),
+    )
+
+
+def generate(
+    lm: Any,
+    ids: torch.Tensor | Iterable[int],
+    max_new_tokens: int = 32,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stop_ids: Iterable[int] | None = None,
+    capture_attention: bool = False,
+    top_n: int = 10,
+) -> Iterator[GenerationStep]:
+    """Stream generated tokens of the decoder ``lm.model`` continuing ``ids`` ([1, n] or [n]).
+
+    ``temperature`` 0 is greedy; otherwise tokens are drawn after temperature, top-k and
+    top-p with a generator seeded by ``seed`` (None: a fresh random seed). Stops after an
+    end token (``stop_ids``, default: the tokenizer's eos and end-of-turn tokens) or
+    ``max_new_tokens`` (bounded by the context; a too-long prompt is cut from the left and
+    each step reports the cut). The shared model is only read: each call owns its cache.
+    """
+    start = time.perf_counter()
+    model, tokenizer = lm.model, lm.tokenizer
+    cfg = model.cfg
+    if cfg.kind != "decoder":
+        raise ValueError(f"generation needs a decoder model; {cfg.name} is a {cfg.kind}")
+    params = SamplingParams(temperature, top_k, top_p)
+    top_n = max(1, int(top_n))
+    fit = fit_prompt(ids, cfg.n_ctx, max_new_tokens)
+    weight = next(model.parameters())
+    prompt = fit.ids.to(weight.device)
+    stops = end_token_ids(tokenizer) if stop_ids is None else frozenset(int(i) for i in stop_ids)
+    generator = None
+    if not params.greedy:
+        generator = torch.Generator(device=weight.device)
+        generator.manual_seed(seed) if seed is not None else generator.seed()
+
+    n = prompt.shape[1]
+    cache = KVCache(cfg, n + fit.max_new_tokens, device=weight.device, dtype=weight.dtype)
+    if capture_attention and n > 1:  # the last prompt token runs as a cached step, captured
+        _forward(model, prompt[:, :-1], cache, False)
+        logits, attention = _forward(model, prompt[:, -1:], cache, True)
+    else:
+        logits, attention = _forward(model, prompt, cache, capture_attention)
+    detok = IncrementalDetokenizer(tokenizer, prompt[0].tolist())
+    ttft = None
+    for index in range(fit.max_new_tokens):
+        token_id, prob, top_ids, top_probs, ent = _describe(logits, params, generator, top_n)
+        if token_id in stops:
+            finished = "eos"
+        elif index == fit.max_new_tokens - 1:
+            finished = "context" if fit.context_bound else "max_new_tokens"
+        else:
+            finished = None
+        text = detok.push(token_id)
+        if finished is not None:
+            text += detok.flush()
+        elapsed = time.perf_counter() - start
+        ttft = elapsed if ttft is None else ttft
+        yield GenerationStep(
+            index=index, token_id=token_id, text=text, token=token_text(tokenizer, token_id),
+            prob=prob, top_ids=top_ids, top_probs=top_probs, entropy=ent, finished=finished,
+            elapsed=elapsed, ttft=ttft, position=cache.length, prompt_cut=fit.cut,
+            attention=None if attention is None else attention.clone(),
+        )
+        if finished is not None:
+            return
+        next_id = torch.tensor([[token_id]], device=weight.device)
+        logits, attention = _forward(model, next_id, cache, capture_attention)
