@@ -1,15 +1,14 @@
 """Pure figure builders: numbers (arrays, frames) in, plotly/altair figures out."""
 
 from explorer.viz.attention import (
-    COLOUR_SCALES,
     attention_heatmap,
     attention_lines,
     head_map_chart,
     head_small_multiples,
     pattern_frame,
-    pool_matrix,
     query_attention_bars,
 )
+from explorer.viz.heatmap_cells import COLOUR_SCALES, pool_matrix
 from explorer.viz.tokens import display_token, escape_for_plotly, unique_labels
 
 __all__ = [

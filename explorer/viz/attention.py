@@ -11,15 +11,14 @@ Inputs are numpy arrays or CPU/GPU torch tensors (converted by duck typing; this
 not import torch). Labels are plain display text, e.g. from
 :func:`explorer.viz.tokens.unique_labels`; every builder escapes them for plotly. A browser
 chart should stay under about 2 MB, so long inputs are pooled or windowed and the figure says
-so. Shapes: ``H`` heads, ``Q`` queries, ``K`` keys.
+so; pooling, colour scales and axis labels live in :mod:`explorer.viz.heatmap_cells`. Shapes: ``H`` heads, ``Q`` queries, ``K`` keys.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import altair as alt
@@ -29,135 +28,22 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from explorer.viz.heatmap_cells import (
+    COLOURSCALE,
+    as_array,
+    axis_labels,
+    colour_axis,
+    colour_scale,
+    distinct_labels,
+    heatmap_trace,
+    pool_matrix,
+    pooled_note,
+)
 from explorer.viz.tokens import escape_for_plotly
 
 logger = logging.getLogger(__name__)
 
-COLOURSCALE = "Blues"
-LOG_FLOOR = 1e-4
 HEAD_COLOURS = qualitative.Plotly + qualitative.Dark24
-
-
-def as_array(values: Any) -> np.ndarray:
-    """A float32 numpy copy of a numpy array or a torch tensor (any device, dtype, grad)."""
-    if hasattr(values, "detach"):
-        values = values.detach().float().cpu().numpy()
-    return np.asarray(values, dtype=np.float32)
-
-
-# --------------------------------------------------------------------------- colour scales
-
-
-@dataclass(frozen=True)
-class ColourScale:
-    """Maps weights in [0, 1] to colour values; ticks are labelled with the weights."""
-
-    transform: Callable[[np.ndarray], np.ndarray]
-    tick_weights: tuple[float, ...]
-    note: str
-
-
-def _log10_or_nan(weights: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(weights > 0, np.log10(np.maximum(weights, LOG_FLOOR)), np.nan)
-
-
-COLOUR_SCALES: dict[str, ColourScale] = {
-    "linear": ColourScale(lambda w: w, (0.0, 0.25, 0.5, 0.75, 1.0), "linear colour scale"),
-    "sqrt": ColourScale(
-        np.sqrt, (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0), "square-root colour scale"
-    ),
-    "log": ColourScale(
-        _log10_or_nan, (1e-4, 1e-3, 1e-2, 0.1, 1.0),
-        f"log colour scale (weights below {LOG_FLOOR:g} shown at {LOG_FLOOR:g}, zeros blank)",
-    ),
-}
-
-
-def _colour_scale(scale: str) -> ColourScale:
-    if scale not in COLOUR_SCALES:
-        raise KeyError(f"unknown colour scale {scale!r}; known: {sorted(COLOUR_SCALES)}")
-    return COLOUR_SCALES[scale]
-
-
-def _colour_axis(scale: str) -> dict[str, Any]:
-    """Shared colour range and colour bar: the range is always weights 0..1."""
-    colour = _colour_scale(scale)
-    ticks = np.array(colour.tick_weights, dtype=np.float32)
-    tick_values = colour.transform(ticks)
-    return {
-        "colorscale": COLOURSCALE,
-        "cmin": float(np.nanmin(tick_values)),
-        "cmax": float(np.nanmax(tick_values)),
-        "colorbar": {
-            "title": {"text": "weight"},
-            "tickvals": tick_values.tolist(),
-            "ticktext": [f"{t:g}" for t in colour.tick_weights],
-        },
-    }
-
-
-# --------------------------------------------------------------------------- pooling and labels
-
-
-def pool_matrix(matrix: np.ndarray, max_cells: int) -> tuple[np.ndarray, list[int], list[int]]:
-    """Numpy twin of :func:`explorer.analysis.pool_pattern`: ``[..., Q, K] -> [..., Qb, Kb]``.
-
-    Block size per side is ``ceil(size / max_cells)``; a pooled cell sums the weights over its
-    key block and averages over its query block, so pooled rows still sum to 1. Returns the
-    pooled matrix and the first position of each query and key block.
-    """
-    if max_cells < 1:
-        raise ValueError("max_cells must be at least 1")
-    n_q, n_k = matrix.shape[-2:]
-    q_starts = np.arange(0, n_q, math.ceil(n_q / max_cells))
-    k_starts = np.arange(0, n_k, math.ceil(n_k / max_cells))
-    key_summed = np.add.reduceat(matrix, k_starts, axis=-1)
-    rows_per_block = np.diff(np.append(q_starts, n_q)).astype(matrix.dtype)
-    pooled = np.add.reduceat(key_summed, q_starts, axis=-2) / rows_per_block[:, None]
-    return pooled, q_starts.tolist(), k_starts.tolist()
-
-
-def _distinct(labels: Sequence[str]) -> list[str]:
-    """Labels as given when distinct, else position-prefixed (plotly merges equal ones)."""
-    labels = [str(label) for label in labels]
-    if len(set(labels)) == len(labels):
-        return labels
-    return [f"{i}: {label}" for i, label in enumerate(labels)]
-
-
-def _axis_labels(labels: Sequence[str], starts: list[int], n: int) -> list[str]:
-    """Escaped axis labels; a pooled block of several tokens reads ``tok 12–15``."""
-    if len(labels) != n:
-        raise ValueError(f"{len(labels)} labels for {n} positions")
-    if len(starts) == n:
-        return [escape_for_plotly(label) for label in _distinct(labels)]
-    spans = zip(starts, [*starts[1:], n], strict=True)
-    return [f"tok {s}–{e - 1}" if e - s > 1 else f"tok {s}" for s, e in spans]
-
-
-def _pooled_note(n_q: int, n_k: int, shape: tuple[int, ...], q_starts, k_starts) -> str:
-    q_block = q_starts[1] - q_starts[0] if len(q_starts) > 1 else 1
-    k_block = k_starts[1] - k_starts[0] if len(k_starts) > 1 else 1
-    return (
-        f"Pooled {n_q}×{n_k} into {shape[-2]}×{shape[-1]} blocks of up to {q_block}×{k_block} "
-        "tokens: each cell is the mean over its queries of the total weight on its keys."
-    )
-
-
-def _heatmap(weights: np.ndarray, xs: list[str], ys: list[str], scale: str, who: str = ""):
-    """A heatmap trace with hover in raw weights whatever the colour transform."""
-    colour = _colour_scale(scale)
-    trace: dict[str, Any] = {
-        "z": colour.transform(weights).astype(np.float32),
-        "x": xs,
-        "y": ys,
-        "hovertemplate": f"{who}query: %{{y}}<br>key: %{{x}}<br>weight: %{{z:.4f}}<extra></extra>",
-    }
-    if scale != "linear":
-        trace["customdata"] = weights.astype(np.float32)
-        trace["hovertemplate"] = trace["hovertemplate"].replace("%{z:.4f}", "%{customdata:.4f}")
-    return go.Heatmap(**trace)
 
 
 def _head_labels(head_labels: Sequence[str] | None, n_heads: int) -> list[str]:
@@ -204,15 +90,15 @@ def attention_heatmap(
     n_q, n_k = weights.shape
     pooled, q_starts, k_starts = pool_matrix(weights, max_cells)
     notes = [] if pooled.shape == weights.shape else [
-        _pooled_note(n_q, n_k, pooled.shape, q_starts, k_starts)
+        pooled_note(n_q, n_k, pooled.shape, q_starts, k_starts)
     ]
     if scale != "linear":
-        notes.append(_colour_scale(scale).note.capitalize() + ".")
-    xs = _axis_labels(k_labels, k_starts, n_k)
-    ys = _axis_labels(q_labels, q_starts, n_q)
-    fig = go.Figure(_heatmap(pooled, xs, ys, scale))
-    fig.update_traces(zmin=_colour_axis(scale)["cmin"], zmax=_colour_axis(scale)["cmax"])
-    fig.update_traces(colorscale=COLOURSCALE, colorbar=_colour_axis(scale)["colorbar"])
+        notes.append(colour_scale(scale).note.capitalize() + ".")
+    xs = axis_labels(k_labels, k_starts, n_k)
+    ys = axis_labels(q_labels, q_starts, n_q)
+    fig = go.Figure(heatmap_trace(pooled, xs, ys, scale))
+    fig.update_traces(zmin=colour_axis(scale)["cmin"], zmax=colour_axis(scale)["cmax"])
+    fig.update_traces(colorscale=COLOURSCALE, colorbar=colour_axis(scale)["colorbar"])
     fig.update_layout(
         title=_title(title, " ".join(notes)),
         xaxis={"title": {"text": "key"}, "type": "category", "tickangle": -60},
@@ -390,8 +276,8 @@ def head_small_multiples(
     n_heads, n_q, n_k = weights.shape
     head_labels = _head_labels(head_labels, n_heads)
     pooled, q_starts, k_starts = pool_matrix(weights, max_cells)
-    xs = _axis_labels(labels, k_starts, n_k)
-    ys = _axis_labels(labels, q_starts, n_q)
+    xs = axis_labels(labels, k_starts, n_k)
+    ys = axis_labels(labels, q_starts, n_q)
     columns = min(columns, n_heads)
     n_rows = math.ceil(n_heads / columns)
     height = 220 * n_rows + 100
@@ -401,15 +287,15 @@ def head_small_multiples(
     )
     for h in range(n_heads):
         who = f"{escape_for_plotly(head_labels[h])}<br>"
-        fig.add_trace(_heatmap(pooled[h], xs, ys, scale, who), row=h // columns + 1,
+        fig.add_trace(heatmap_trace(pooled[h], xs, ys, scale, who), row=h // columns + 1,
                       col=h % columns + 1)
     fig.update_traces(coloraxis="coloraxis")
     fig.update_xaxes(type="category", showticklabels=False)
     fig.update_yaxes(type="category", showticklabels=False, autorange="reversed")
-    note = "" if pooled.shape[-2:] == (n_q, n_k) else _pooled_note(
+    note = "" if pooled.shape[-2:] == (n_q, n_k) else pooled_note(
         n_q, n_k, pooled.shape, q_starts, k_starts)
     fig.update_layout(
-        coloraxis=_colour_axis(scale), title=_title("Attention by head", note),
+        coloraxis=colour_axis(scale), title=_title("Attention by head", note),
         height=height,
     )
     return fig
@@ -432,11 +318,11 @@ def query_attention_bars(
     n_heads, n_k = rows.shape
     head_labels = _head_labels(head_labels, n_heads)
     keys = np.sort(np.argsort(-rows.max(0), kind="stable")[:top_k])
-    key_labels = _distinct(tokens)
+    key_labels = distinct_labels(tokens)
     fig = go.Figure(go.Heatmap(
         z=rows[:, keys],
         x=[escape_for_plotly(key_labels[k]) for k in keys],
-        y=[escape_for_plotly(label) for label in _distinct(head_labels)],
+        y=[escape_for_plotly(label) for label in distinct_labels(head_labels)],
         zmin=0.0, zmax=1.0, colorscale=COLOURSCALE, colorbar={"title": {"text": "weight"}},
         texttemplate="%{z:.2f}",
         hovertemplate="%{y}<br>key: %{x}<br>weight: %{z:.4f}<extra></extra>",
