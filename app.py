@@ -1,0 +1,37 @@
+"""Transformer Explorer: the Streamlit entry point (`streamlit run app.py`).
+
+Sets up the page, draws the shared sidebar (model picker) and runs the chosen page. To add a
+page, write ``app_pages/<name>.py`` following `explorer.ui.page` and add one ``st.Page`` line to
+its section in ``PAGES`` below; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import streamlit as st
+
+from explorer.ui import render_sidebar
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+# Section -> pages, in sidebar order. The first page of the first section is the home page.
+PAGES: dict[str, list[st.Page]] = {
+    "Model": [
+        st.Page("app_pages/overview.py", title="Overview", icon=":material/account_tree:",
+                url_path="overview", default=True),
+        st.Page("app_pages/tokenizer.py", title="Tokenizer", icon=":material/text_fields:",
+                url_path="tokenizer"),
+    ],
+    # "Attention": [...], "Generation": [...], "Representations": [...], "Lab": [...]
+}
+
+st.set_page_config(
+    page_title="Transformer Explorer",
+    page_icon=":material/hub:",
+    layout="wide",
+    initial_sidebar_state="expanded",
+)
+page = st.navigation(PAGES)
+render_sidebar()
+page.run()

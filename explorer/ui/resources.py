@@ -1,0 +1,136 @@
+"""Loaded models, held once per server process and shared by every browser session.
+
+`st.cache_resource` holds one :class:`ModelStore`; the store keeps loaded models keyed by
+``(name, device, dtype)`` (at most ``MAX_MODELS`` at once, least recently used dropped first)
+with one lock per key, so two sessions asking for the same model wait for one load. The
+loader's progress callback drives an ``st.status`` box in the sidebar; it runs outside any
+cached function, so nothing is replayed on later runs. Pages read the model and never mutate
+it: ``explorer.nn`` passes activation capture through the call, not through module state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+import explorer
+
+log = logging.getLogger(__name__)
+
+MAX_MODELS = 2
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """What identifies a loaded model: the name as typed, the device and the dtype asked for."""
+
+    name: str
+    device: str = "auto"
+    dtype: str = "auto"
+
+    def label(self) -> str:
+        return f"{self.name} · {self.device} · {self.dtype}"
+
+
+class ModelStore:
+    """Process-wide loaded models with per-key locks (thread safe)."""
+
+    def __init__(self, loader: Callable[..., Any] | None = None, max_models: int = MAX_MODELS):
+        self._loader = loader
+        self._max_models = max_models
+        self._models: OrderedDict[ModelKey, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict[ModelKey, threading.Lock] = {}
+
+    def loader(self) -> Callable[..., Any]:
+        if self._loader is not None:
+            return self._loader
+        from explorer.models import load
+
+        return getattr(explorer, "load", load)
+
+    def get(self, key: ModelKey) -> Any | None:
+        """The model if already loaded (and mark it recently used), else None."""
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+        return None
+
+    def load(self, key: ModelKey, progress: Callable[..., None] | None = None) -> Any:
+        """Load (or return the already loaded) model; the loader's exceptions propagate."""
+        with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            loaded = self.get(key)
+            if loaded is not None:
+                return loaded
+            start = time.perf_counter()
+            model = self.loader()(key.name, device=key.device, dtype=key.dtype,
+                                  progress=progress)
+            log.info("loaded %s in %.1f s", key.label(), time.perf_counter() - start)
+            with self._lock:
+                self._models[key] = model
+                while len(self._models) > self._max_models:
+                    dropped, _ = self._models.popitem(last=False)
+                    log.info("dropped %s from the model store", dropped.label())
+            return model
+
+
+@st.cache_resource(show_spinner=False)
+def model_store() -> ModelStore:
+    """The one store of this server process."""
+    return ModelStore()
+
+
+class StatusProgress:
+    """A progress callback for `explorer.load` that updates an ``st.status`` box.
+
+    Accepts ``(message)``, ``(fraction)``, ``(message, fraction)`` or
+    ``(fraction, message)``; fractions are 0-1.
+    """
+
+    def __init__(self, status: Any) -> None:
+        self.status = status
+        self.bar = status.progress(0.0)
+        self.message = status.empty()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        message = kwargs.get("message")
+        fraction = kwargs.get("fraction")
+        for arg in args:
+            if isinstance(arg, str):
+                message = arg
+            elif isinstance(arg, int | float) and not isinstance(arg, bool):
+                fraction = float(arg)
+        try:
+            if fraction is not None:
+                self.bar.progress(min(max(fraction, 0.0), 1.0))
+            if message:
+                self.message.caption(message)
+        except Exception:  # a progress display must never break a load
+            log.debug("progress update failed", exc_info=True)
+
+
+def load_with_status(key: ModelKey, container: Any = None) -> Any:
+    """The loaded model, with an ``st.status`` box while a real load runs. Raises on failure."""
+    store = model_store()
+    loaded = store.get(key)
+    if loaded is not None:
+        return loaded
+    slot = (container if container is not None else st).empty()
+    with slot.status(f"Loading {key.name}…", expanded=True) as status:
+        try:
+            model = store.load(key, progress=StatusProgress(status))
+        except Exception:
+            slot.empty()  # the caller shows the error
+            raise
+    slot.empty()  # done: the sidebar says what is loaded
+    return model

@@ -1,0 +1,146 @@
+"""The sidebar every page shares: pick a model, its device and dtype, load it.
+
+The choices are the embedded aliases (they work offline) and "Other", a free-text Hugging
+Face id or local directory. Devices are only those this machine has. A failed load leaves
+the previously loaded model in place and shows the loader's message as an ``st.error`` in
+the sidebar. The first run of a session loads the URL's model (``?model=``), else the
+default; if the URL's model fails, the default is loaded and the error shown.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import streamlit as st
+
+import explorer
+from explorer.ui.resources import ModelKey, load_with_status, model_store
+from explorer.ui.state import DEFAULT_MODEL, set_url_model, url_model, valid_model_name
+from explorer.ui.widgets import escape_markdown
+
+log = logging.getLogger(__name__)
+
+OTHER = "Other: Hugging Face id or local directory"
+FALLBACK_ALIASES = {
+    "smollm2-135m": "SmolLM2-135M-Instruct: decoder, Llama architecture (embedded)",
+    "minilm-l6": "all-MiniLM-L6-v2: encoder, BERT architecture (embedded)",
+}
+DTYPES_BY_DEVICE = {
+    "cpu": ("auto", "float32", "bfloat16"),
+    "cuda": ("auto", "bfloat16", "float16", "float32"),
+    "mps": ("auto", "float32", "float16"),
+}
+MAX_ERROR_CHARS = 600
+
+
+def embedded_aliases() -> dict[str, str]:
+    """Alias -> one-line description of the models that ship with the app."""
+    try:
+        from explorer.models import EMBEDDED_MODELS
+    except ImportError:  # loaders not installed: the names still work as typed
+        return dict(FALLBACK_ALIASES)
+    return {name: _describe(model) for name, model in EMBEDDED_MODELS.items()}
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    return str(getattr(value, "description", "") or value)
+
+
+def active_key() -> ModelKey | None:
+    """The model this session has loaded (None before the first successful load)."""
+    return st.session_state.get("model_key")
+
+
+def _init_widgets(aliases: dict[str, str]) -> None:
+    if "model_choice" in st.session_state:
+        return
+    wanted = url_model() or DEFAULT_MODEL
+    if wanted in aliases:
+        st.session_state["model_choice"] = wanted
+    else:
+        st.session_state["model_choice"] = OTHER
+        st.session_state["model_custom"] = wanted
+
+
+def _try_load(key: ModelKey) -> bool:
+    """Load `key` into this session; on failure remember the error and keep the old model."""
+    try:
+        load_with_status(key, st.sidebar)
+    except Exception as exc:  # the loader's errors are the user's to read
+        log.warning("load of %s failed: %s", key.label(), exc)
+        message = str(exc) or type(exc).__name__
+        st.session_state["load_error"] = (
+            f"Could not load `{key.name[:200]}`: " + escape_markdown(message[:MAX_ERROR_CHARS])
+        )
+        return False
+    st.session_state["model_key"] = key
+    st.session_state.pop("load_error", None)
+    return True
+
+
+def _requested_key(aliases: dict[str, str], device: str, dtype: str) -> ModelKey | None:
+    choice = st.session_state["model_choice"]
+    name = st.session_state.get("model_custom", "").strip() if choice == OTHER else choice
+    if not name:
+        st.session_state["load_error"] = "Type a Hugging Face model id or a local directory."
+        return None
+    if not valid_model_name(name):
+        st.session_state["load_error"] = (
+            "That is not a model id or a path: use letters, digits, `.`, `_`, `-` and `/` "
+            "(for example `HuggingFaceTB/SmolLM2-135M`)."
+        )
+        return None
+    return ModelKey(name, device, dtype)
+
+
+def render_sidebar() -> ModelKey | None:
+    """Draw the model picker; load on the first run and on "Load". Returns the active key."""
+    aliases = embedded_aliases()
+    _init_widgets(aliases)
+    sidebar = st.sidebar
+    sidebar.selectbox(
+        "Model", [*aliases, OTHER], key="model_choice",
+        format_func=lambda name: name if name == OTHER else f"{name}",
+        help="\n\n".join(f"**{n}**: {escape_markdown(d)}" for n, d in aliases.items()),
+    )
+    if st.session_state["model_choice"] == OTHER:
+        sidebar.text_input("Hugging Face id or local directory", key="model_custom",
+                           max_chars=200, placeholder="HuggingFaceTB/SmolLM2-135M")
+    else:
+        sidebar.caption(escape_markdown(aliases.get(st.session_state["model_choice"], "")))
+    devices = ["auto", *explorer.available_devices()]
+    device = sidebar.selectbox("Device", devices, key="model_device")
+    resolved = explorer.pick_device(device).type
+    dtype = sidebar.selectbox("Dtype", DTYPES_BY_DEVICE.get(resolved, ("auto",)),
+                              key="model_dtype")
+    clicked = sidebar.button("Load", type="primary", width="stretch")
+
+    if clicked:
+        st.session_state.pop("load_error", None)
+        key = _requested_key(aliases, device, dtype)
+        if key is not None and key != active_key():
+            _try_load(key)
+    elif active_key() is None and not st.session_state.get("first_load_done"):
+        st.session_state["first_load_done"] = True
+        wanted = url_model() or DEFAULT_MODEL
+        if not _try_load(ModelKey(wanted)) and wanted != DEFAULT_MODEL:
+            _try_load_keep_error(ModelKey(DEFAULT_MODEL))
+
+    if "load_error" in st.session_state:
+        sidebar.error(st.session_state["load_error"], icon="⚠️")
+    key = active_key()
+    if key is not None:
+        lm = model_store().get(key)
+        where = f" on {lm.device} · {str(lm.dtype).removeprefix('torch.')}" if lm else ""
+        sidebar.success(f"Loaded **{escape_markdown(key.name)}**{where}")
+        set_url_model(key.name)
+    return key
+
+
+def _try_load_keep_error(key: ModelKey) -> None:
+    error = st.session_state.get("load_error")
+    _try_load(key)
+    if error:
+        st.session_state["load_error"] = error

@@ -1,0 +1,79 @@
+"""The app shell: navigation, the sidebar model picker, URL state, failed loads."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import sidebar_errors
+
+from explorer.ui.sidebar import OTHER
+from explorer.ui.state import valid_model_name
+
+pytestmark = pytest.mark.slow
+
+
+def test_first_run_loads_default_model_and_writes_url(app) -> None:
+    app.run()
+    assert not app.exception
+    assert app.session_state["model_key"].name == "smollm2-135m"
+    assert app.query_params["model"] == "smollm2-135m"
+    assert [s.label for s in app.sidebar.selectbox] == ["Model", "Device", "Dtype"]
+    assert app.sidebar.selectbox(key="model_device").options[-1] == "cpu"
+    assert "smollm2" in app.sidebar.success[0].value
+    assert app.title[0].value == "Model overview"
+
+
+def test_url_model_is_loaded(app) -> None:
+    app.query_params["model"] = "minilm-l6"
+    app.run()
+    assert not app.exception
+    assert app.session_state["model_key"].name == "minilm-l6"
+    assert app.selectbox(key="model_choice").value == "minilm-l6"
+
+
+def test_unknown_url_model_falls_back_to_default_with_error(app) -> None:
+    app.query_params["model"] = "no-such-org/no-such-model"
+    app.run()
+    assert not app.exception
+    errors = sidebar_errors(app)
+    assert len(errors) == 1 and "no\\-such\\-org/no\\-such\\-model" in errors[0]
+    assert app.session_state["model_key"].name == "smollm2-135m"
+
+
+def test_failed_load_keeps_previous_model(app) -> None:
+    app.run()
+    app.selectbox(key="model_choice").select(OTHER).run()
+    app.text_input(key="model_custom").input("/definitely/not/a/dir").run()
+    app.button[0].click().run()
+    assert not app.exception
+    errors = sidebar_errors(app)
+    assert len(errors) == 1 and "Could not load" in errors[0]
+    assert app.session_state["model_key"].name == "smollm2-135m"
+    assert app.metric[0].label == "Parameters"  # the overview still renders
+
+
+def test_malformed_name_is_refused_before_loading(app) -> None:
+    app.run()
+    app.selectbox(key="model_choice").select(OTHER).run()
+    app.text_input(key="model_custom").input("http://evil.example/<script>").run()
+    app.button[0].click().run()
+    assert "not a model id or a path" in sidebar_errors(app)[0]
+    assert app.session_state["model_key"].name == "smollm2-135m"
+
+
+def test_switching_model_with_load_button(app) -> None:
+    app.run()
+    app.selectbox(key="model_choice").select("minilm-l6").run()
+    app.button[0].click().run()
+    assert app.session_state["model_key"].name == "minilm-l6"
+    assert app.query_params["model"] == "minilm-l6"
+    assert any(m.label == "Layers" and m.value == "6" for m in app.metric)
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [("smollm2-135m", True), ("HuggingFaceTB/SmolLM2-135M", True), ("./models/gpt2", True),
+     ("", False), ("a" * 201, False), ("http://x.example/m", False), ("<img src=x>", False),
+     ("bad\nname", False)],
+)
+def test_valid_model_name(name: str, ok: bool) -> None:
+    assert valid_model_name(name) is ok
