@@ -11,7 +11,8 @@ Inputs are numpy arrays or CPU/GPU torch tensors (converted by duck typing; this
 not import torch). Labels are plain display text, e.g. from
 :func:`explorer.viz.tokens.unique_labels`; every builder escapes them for plotly. A browser
 chart should stay under about 2 MB, so long inputs are pooled or windowed and the figure says
-so; pooling, colour scales and axis labels live in :mod:`explorer.viz.heatmap_cells`. Shapes: ``H`` heads, ``Q`` queries, ``K`` keys.
+so; pooling, colour scales and axis labels live in :mod:`explorer.viz.heatmap_cells`.
+Shapes: ``H`` heads, ``Q`` queries, ``K`` keys.
 """
 
 from __future__ import annotations
