@@ -6,6 +6,7 @@ import streamlit as st
 
 from explorer.ui import page_header, require_model
 from explorer.ui.widgets import chips_for, prompt_box, render_token_chips, tokenize
+from explorer.viz.token_chips import show_invisible
 
 page_header(
     "Tokenizer",
@@ -47,7 +48,7 @@ if template:
     except Exception as exc:  # templates are Jinja from the model repo: may reject input
         st.warning(f"The chat template could not be applied ({type(exc).__name__}).")
     else:
-        st.code(rendered, language=None, wrap_lines=True)
+        st.code(show_invisible(rendered), language=None, wrap_lines=True)
         st.caption(f"{len(tokenizer(rendered, add_special_tokens=False)['input_ids']):,} "
                    "tokens with the template.")
 else:

@@ -50,11 +50,7 @@ class ModelStore:
         self._key_locks: dict[ModelKey, threading.Lock] = {}
 
     def loader(self) -> Callable[..., Any]:
-        if self._loader is not None:
-            return self._loader
-        from explorer.models import load
-
-        return getattr(explorer, "load", load)
+        return self._loader or explorer.load
 
     def get(self, key: ModelKey) -> Any | None:
         """The model if already loaded (and mark it recently used), else None."""
@@ -126,11 +122,9 @@ def load_with_status(key: ModelKey, container: Any = None) -> Any:
     if loaded is not None:
         return loaded
     slot = (container if container is not None else st).empty()
-    with slot.status(f"Loading {key.name}…", expanded=True) as status:
-        try:
+    try:
+        with slot.status(f"Loading {key.name}…", expanded=True) as status:
             model = store.load(key, progress=StatusProgress(status))
-        except Exception:
-            slot.empty()  # the caller shows the error
-            raise
-    slot.empty()  # done: the sidebar says what is loaded
+    finally:
+        slot.empty()  # done either way: the sidebar says what is loaded, or shows the error
     return model

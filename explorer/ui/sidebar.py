@@ -21,10 +21,6 @@ from explorer.ui.widgets import escape_markdown
 log = logging.getLogger(__name__)
 
 OTHER = "Other: Hugging Face id or local directory"
-FALLBACK_ALIASES = {
-    "smollm2-135m": "SmolLM2-135M-Instruct: decoder, Llama architecture (embedded)",
-    "minilm-l6": "all-MiniLM-L6-v2: encoder, BERT architecture (embedded)",
-}
 DTYPES_BY_DEVICE = {
     "cpu": ("auto", "float32", "bfloat16"),
     "cuda": ("auto", "bfloat16", "float16", "float32"),
@@ -35,11 +31,7 @@ MAX_ERROR_CHARS = 600
 
 def embedded_aliases() -> dict[str, str]:
     """Alias -> one-line description of the models that ship with the app."""
-    try:
-        from explorer.models import EMBEDDED_MODELS
-    except ImportError:  # loaders not installed: the names still work as typed
-        return dict(FALLBACK_ALIASES)
-    return {name: _describe(model) for name, model in EMBEDDED_MODELS.items()}
+    return {name: _describe(model) for name, model in explorer.EMBEDDED_MODELS.items()}
 
 
 def _describe(value: object) -> str:

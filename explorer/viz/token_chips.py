@@ -14,6 +14,7 @@ Pure: pieces and ids in, strings out (no tokenizer, no streamlit).
 from __future__ import annotations
 
 import html
+import unicodedata
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -45,6 +46,17 @@ def readable_piece(piece: str, byte_level: bool) -> str:
         raw = bytes(byte_decoder()[char] for char in piece)
         return display_token(raw.decode("utf-8", errors="backslashreplace"))
     return display_token(piece)
+
+
+def show_invisible(text: str) -> str:
+    """`text` with control and format characters (zero-width, bidi overrides...) written as
+    escapes such as ``\\u202e``; newlines and tabs stay. For showing whole texts (a chat
+    template's output) where a right-to-left override must not reorder what follows it."""
+    return "".join(
+        char if char in "\n\t" or unicodedata.category(char) not in ("Cc", "Cf")
+        else (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+        for char in text
+    )
 
 
 @dataclass(frozen=True)

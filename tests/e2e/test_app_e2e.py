@@ -108,6 +108,8 @@ def test_hostile_input_renders_literally(app_server, page, screenshot_dir, name)
     if name == "invisible":
         chips = "".join(page.locator(".tx-piece").all_inner_texts())
         assert "\\x07" in chips and "\\x1b" in chips
+        # the right-to-left override is shown, not obeyed, in the chat template's output
+        assert "c\\u202ed" in page.locator('[data-testid="stCode"]').inner_text()
     page.screenshot(path=str(screenshot_dir / f"hostile-{name}.png"), full_page=False)
 
 

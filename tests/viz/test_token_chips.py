@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from explorer.viz.token_chips import byte_decoder, chips_html, readable_piece, token_chips
+from explorer.viz.token_chips import (
+    byte_decoder,
+    chips_html,
+    readable_piece,
+    show_invisible,
+    token_chips,
+)
 
 
 def test_byte_decoder_is_gpt2_bytes_to_unicode_inverse() -> None:
@@ -28,3 +34,8 @@ def test_chips_escape_everything() -> None:
     assert "<img" not in html and "&lt;img" in html and "&lt;/s&gt;" in html
     assert html.count('class="tx-chip tx-special"') == 1
     assert "piece &#x27;&lt;img&#x27;" in html  # the title attribute is escaped too
+
+
+def test_show_invisible_keeps_layout_and_defuses_bidi() -> None:
+    assert show_invisible("a\u202eb\u200bc\x07\nd\te") == "a\\u202eb\\u200bc\\x07\nd\te"
+    assert show_invisible("שלום 🙂") == "שלום 🙂"

@@ -1,0 +1,242 @@
+"""Attention: every head of every layer, head-role scores, rollout and the induction test."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import streamlit as st
+
+from explorer.analysis.attention import HEAD_SCORES, aggregate_heads
+from explorer.ui import attention as ui
+from explorer.ui import page_header, require_model
+from explorer.ui.widgets import chips_for, prompt_box, render_token_chips, tokenize
+from explorer.viz import (
+    attention_heatmap,
+    attention_lines,
+    head_map_chart,
+    head_small_multiples,
+    query_attention_bars,
+)
+
+log = logging.getLogger(__name__)
+HEATMAP_CELLS = 256  # per side; past this the heatmap is pooled (or windowed)
+SCALES = {"sqrt": "square root", "linear": "linear", "log": "log"}
+AGGREGATIONS = {"mean": "Mean over heads", "max": "Max over heads",
+                "rollout": "Rollout up to this layer"}
+
+page_header(
+    "Attention",
+    "Where each token looks. Every cell of the **head map** is one head of one layer, coloured "
+    "by a head-role score; click a cell (or use the select boxes) to open that head. Rows of a "
+    "heatmap are queries (the token doing the looking), columns are keys; each row sums to 1.",
+)
+lm = require_model()
+cfg = lm.config
+ui.use_attention_default_prompt("prompt_box_attention")
+text = prompt_box("Prompt", page_key="attention", height=90)
+target_text = None
+if cfg.kind == "encoder-decoder":
+    target_text = st.text_input("Decoder text (what the decoder reads; empty: the prompt)",
+                                max_chars=4_000, key="attn_target") or None
+if not text.strip():
+    st.info("Type a prompt to see its attention.")
+    st.stop()
+
+started = time.perf_counter()
+with st.spinner("Running the model once and scoring every head…"):
+    try:
+        page_run = ui.analyse_prompt(ui.model_label(lm), text, target_text, lm)
+    except Exception as exc:  # the model or the text may refuse: say so, keep the app alive
+        log.exception("attention analysis failed")
+        st.error(f"The attention analysis failed: {type(exc).__name__}.")
+        st.stop()
+for sequence, total in page_run.cut.items():
+    st.warning(f"The {sequence} text has {total:,} tokens; only the first "
+               f"{len(page_run.labels[sequence]):,} are analysed.")
+with st.expander(f"Tokens ({len(page_run.labels['source']):,})", expanded=False):
+    ids, pieces = tokenize(ui.model_label(lm), text, lm.tokenizer)
+    render_token_chips(chips_for(lm.tokenizer, ids, pieces))
+st.caption(f"Analysed in {page_run.run.seconds:.2f} s (this page: "
+           f"{time.perf_counter() - started:.2f} s). Head scores use every token.")
+if summary := ui.gqa_summary(cfg.n_heads, cfg.n_kv_heads):
+    st.caption(summary)
+
+
+def heatmap_of(matrix, q_labels, k_labels, title, scale, key):
+    """The heatmap of one [Q, K] matrix; long inputs pooled or windowed (user's choice)."""
+    n = max(len(q_labels), len(k_labels))
+    if n > HEATMAP_CELLS and st.radio(
+        "Long input", ["pooled", "window"], horizontal=True, key=f"{key}_mode",
+        format_func=lambda m: {"pooled": "Whole prompt, pooled into blocks",
+                               "window": f"A window of {HEATMAP_CELLS} tokens"}[m],
+    ) == "window":
+        start = st.slider("Window start (token)", 0, n - HEATMAP_CELLS, n - HEATMAP_CELLS,
+                          key=f"{key}_start")
+        qs, ks = slice(start, start + HEATMAP_CELLS), slice(start, start + HEATMAP_CELLS)
+        if len(q_labels) != len(k_labels):  # cross-attention: window the keys only
+            qs = slice(None)
+        matrix, q_labels, k_labels = matrix[qs, ks], q_labels[qs], k_labels[ks]
+        st.caption("Window: weights on keys outside it are not shown, so rows can sum to "
+                   "less than 1.")
+    elif n > HEATMAP_CELLS:
+        st.caption(f"{n:,} tokens: the heatmap is pooled into blocks (see its subtitle); "
+                   "pick a window for single tokens.")
+    return attention_heatmap(matrix, q_labels, k_labels, title, scale, HEATMAP_CELLS)
+
+
+@st.fragment
+def head_explorer(page_run: ui.PageRun) -> None:
+    """Everything that changes with the stack, head, layer, query or view options."""
+    started = time.perf_counter()
+    stacks = page_run.run.stacks
+    stack_name = next(iter(stacks))
+    if len(stacks) > 1:
+        stack_name = st.radio("Attention", list(stacks), horizontal=True, key="attn_stack",
+                              format_func=lambda s: stacks[s].spec.label)
+    stack = stacks[stack_name]
+    n_layers, n_heads = stack.n_layers, stack.n_heads
+    ui.sync_head_from_map(st.session_state.get(ui.MAP_KEY), n_layers, n_heads)
+    ui.clamp_selection(n_layers, n_heads)
+    names = ui.head_labels(n_heads, cfg.n_kv_heads)
+
+    left, right = st.columns([2, 3], gap="large")
+    with left:
+        score_name = st.selectbox("Colour heads by", list(HEAD_SCORES), key="attn_score",
+                                  format_func=lambda s: HEAD_SCORES[s].label)
+        score = HEAD_SCORES[score_name]
+        st.caption(score.description + (" Lower is more focused." if not
+                                         score.higher_is_role else ""))
+        layer, head = st.session_state[ui.LAYER_KEY], st.session_state[ui.HEAD_KEY]
+        chart = head_map_chart(stack.scores[score_name], score.label, (layer, head),
+                               reverse=not score.higher_is_role)
+        st.altair_chart(chart.properties(height=min(16 * n_layers + 40, 560)),
+                        on_select="rerun", selection_mode="head", key=ui.MAP_KEY,
+                        width="stretch")
+        pick = st.columns(2)
+        pick[0].selectbox("Layer", range(n_layers), key=ui.LAYER_KEY)
+        pick[1].selectbox("Head", range(n_heads), key=ui.HEAD_KEY,
+                          format_func=lambda h: names[h])
+        has_special = bool(stack.queries.special.any() or stack.keys.special.any())
+        hide = st.toggle("Hide special tokens and renormalise", key="attn_hide_special",
+                         disabled=not has_special,
+                         help="Drop [CLS]/[SEP]/BOS-like tokens from the views and rescale "
+                              "each row to sum to 1 over the remaining keys.")
+        scale = st.radio("Colour scale", list(SCALES), horizontal=True, key="attn_scale",
+                         format_func=SCALES.get,
+                         help="Square root and log keep small weights visible next to a "
+                              "head that puts most of its weight on one token.")
+    layer, head = st.session_state[ui.LAYER_KEY], st.session_state[ui.HEAD_KEY]
+    view = ui.layer_view(page_run, stack_name, layer, hide and has_special)
+    with right:
+        title = f"Layer {layer} · {names[head]}"
+        if stack.spec.cross:
+            title += " · cross-attention"
+        st.plotly_chart(heatmap_of(view.pattern[head], view.q_labels, view.k_labels, title,
+                                   scale, "attn_head_heatmap"), key="attn_head_fig")
+        matrix = view.pattern[head]
+        st.download_button(
+            "Download this head's matrix (CSV)",
+            data=lambda: ui.pattern_csv(matrix, view.q_labels, view.k_labels),
+            file_name=f"attention_L{layer}_H{head}.csv", mime="text/csv", on_click="ignore",
+            icon=":material/download:")
+
+    st.subheader("One query token")
+    n_queries = len(view.q_labels)
+    if st.session_state.get("attn_query") not in range(n_queries):
+        st.session_state["attn_query"] = n_queries - 1
+    query = st.selectbox("Query token", range(n_queries), key="attn_query",
+                         format_func=lambda q: view.q_labels[q])
+    lines_for = st.radio("Lines for", ["head", "layer"], horizontal=True, key="attn_lines",
+                         format_func={"head": f"the selected head ({names[head]})",
+                                      "layer": f"all {n_heads} heads of layer {layer}"}.get)
+    rows = view.pattern[:, query] if lines_for == "layer" else view.pattern[head, query]
+    line_names = names if lines_for == "layer" else [names[head]]
+    columns = st.columns(2, gap="large")
+    with columns[0]:
+        if stack.spec.cross:
+            st.caption("The line view is for self-attention; the strip on the right shows "
+                       "where this decoder token looks in the encoder's tokens.")
+        else:
+            st.plotly_chart(attention_lines(rows, view.k_labels, query, line_names),
+                            key="attn_lines_fig")
+    with columns[1]:
+        st.plotly_chart(query_attention_bars(
+            view.pattern[:, query], view.k_labels, query, head_labels=names,
+            query_label=view.q_labels[query] if stack.spec.cross else None),
+            key="attn_bars_fig")
+
+    st.subheader(f"All heads of layer {layer}")
+    columns = st.columns(2, gap="large")
+    with columns[0]:
+        st.plotly_chart(head_small_multiples(view.pattern, view.q_labels, head_labels=names,
+                                             scale=scale, columns=3)
+                        if not stack.spec.cross else
+                        attention_heatmap(aggregate_heads(view.pattern, "mean"), view.q_labels,
+                                          view.k_labels, "Mean over heads", scale, 64),
+                        key="attn_multiples_fig")
+    with columns[1]:
+        how = st.radio("Combine", list(AGGREGATIONS), horizontal=True, key="attn_aggregate",
+                       format_func=AGGREGATIONS.get)
+        if how == "rollout" and stack.spec.cross:
+            st.info("Rollout follows self-attention through the residual stream; pick a "
+                    "self-attention stack.")
+        elif how == "rollout":
+            with st.spinner("Rolling attention out through the layers…"):
+                rollout = page_run.run.rollout(stack_name)
+            block_labels = (page_run.labels[stack.spec.queries] if rollout.exact else
+                            [f"tok {s}–{e - 1}" for s, e in zip(
+                                rollout.starts, [*rollout.starts[1:], len(stack.queries)],
+                                strict=True)])
+            note = "" if rollout.exact else " (approximate: layers pooled before the product)"
+            st.caption("Rollout (Abnar & Zuidema 2020): how much each position after this "
+                       f"layer draws from each input token, with the residual path mixed in as "
+                       f"half the identity{note}. Special tokens are kept.")
+            st.plotly_chart(heatmap_of(rollout.values[layer], block_labels, block_labels,
+                                       f"Rollout through layer {layer}", scale,
+                                       "attn_rollout"), key="attn_rollout_fig")
+        else:
+            st.plotly_chart(heatmap_of(aggregate_heads(view.pattern, how), view.q_labels,
+                                       view.k_labels, f"{AGGREGATIONS[how]} · layer {layer}",
+                                       scale, "attn_agg"), key="attn_agg_fig")
+            if how == "max":
+                st.caption("Max over heads: each cell is the largest weight any head put "
+                           "there, so rows sum to more than 1.")
+    elapsed_ms = 1000 * (time.perf_counter() - started)
+    st.session_state["attn_fragment_ms"] = elapsed_ms
+    log.info("attention views rendered in %.0f ms", elapsed_ms)
+    st.caption(f"Views computed in {elapsed_ms:.0f} ms.")
+
+
+@st.fragment
+def induction_section() -> None:
+    """Rank heads on repeated random tokens (Olsson et al. 2022)."""
+    st.subheader("Induction test")
+    st.markdown(
+        "Feeds the model a random token sequence repeated twice. In the second copy an "
+        "*induction head* attends to the token right after the previous occurrence of the "
+        "current token; its score is the mean weight on that token (1 = perfect).")
+    if cfg.kind == "encoder":
+        st.caption("This is an encoder: it sees both copies at once, so high scores can also "
+                   "come from plain copying.")
+    half_len = st.select_slider("Random tokens per copy", [20, 50, 100], value=50,
+                                key="attn_induction_len")
+    if st.button("Run the induction test", key="attn_induction_run"):
+        st.session_state["attn_induction_done"] = True
+    if not st.session_state.get("attn_induction_done"):
+        return
+    with st.spinner("Running the induction test…"):
+        result = ui.run_induction_test(ui.model_label(lm), half_len, 0, lm)
+    columns = st.columns([2, 3], gap="large")
+    names = ui.head_labels(cfg.n_heads, cfg.n_kv_heads)
+    columns[0].dataframe(
+        {"layer": [r[0] for r in result.ranking[:10]],
+         "head": [names[r[1]] for r in result.ranking[:10]],
+         "induction score": [round(r[2], 3) for r in result.ranking[:10]]},
+        hide_index=True, width="stretch")
+    columns[1].altair_chart(head_map_chart(result.scores, "Induction score"),
+                            width="stretch", key="attn_induction_map")
+
+
+head_explorer(page_run)
+induction_section()
