@@ -15,7 +15,13 @@ import streamlit as st
 
 import explorer
 from explorer.ui.resources import ModelKey, load_with_status, model_store
-from explorer.ui.state import DEFAULT_MODEL, set_url_model, url_model, valid_model_name
+from explorer.ui.state import (
+    DEFAULT_MODEL,
+    set_prompt,
+    set_url_model,
+    url_model,
+    valid_model_name,
+)
 from explorer.ui.widgets import escape_markdown
 
 log = logging.getLogger(__name__)
@@ -128,6 +134,8 @@ def render_sidebar() -> ModelKey | None:
         where = f" on {lm.device} · {str(lm.dtype).removeprefix('torch.')}" if lm else ""
         sidebar.success(f"Loaded **{escape_markdown(key.name)}**{where}")
         set_url_model(key.name)
+    if "prompt" in st.session_state:  # page changes clear the URL: write it back
+        set_prompt(st.session_state["prompt"])
     return key
 
 

@@ -55,3 +55,15 @@ def test_encoder_tokenizer_marks_special_tokens(app) -> None:
     chips = at.get("html")[0].proto.body
     assert chips.count("tx-special") == 2 + 1  # two chips (+ the CSS rule)
     assert any("no chat template" in c.value for c in at.caption)
+
+
+def test_prompt_from_url_and_kept_across_pages(app) -> None:
+    app.query_params["prompt"] = "Paris is"
+    app.run()
+    app.switch_page(TOKENIZER).run()
+    assert app.text_area[0].value == "Paris is" and token_count(app) == "2"
+    app.text_area[0].input("Rome is big").run()
+    app.switch_page("app_pages/overview.py").run()
+    assert app.query_params["prompt"] == "Rome is big"
+    app.switch_page(TOKENIZER).run()
+    assert app.text_area[0].value == "Rome is big"
