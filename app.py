@@ -23,7 +23,9 @@ PAGES: dict[str, list[st.Page]] = {
         st.Page("app_pages/tokenizer.py", title="Tokenizer", icon=":material/text_fields:",
                 url_path="tokenizer"),
     ],
-    # "Attention": [...], "Generation": [...], "Representations": [...], "Lab": [...]
+    "Attention": [st.Page("app_pages/attention.py", title="Attention heads",
+                          icon=":material/grid_on:", url_path="attention")],
+    # "Generation": [...], "Representations": [...], "Lab": [...]
 }
 
 st.set_page_config(

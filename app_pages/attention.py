@@ -63,26 +63,32 @@ if summary := ui.gqa_summary(cfg.n_heads, cfg.n_kv_heads):
     st.caption(summary)
 
 
-def heatmap_of(matrix, q_labels, k_labels, title, scale, key):
+def heatmap_of(matrix, q_labels, k_labels, title, scale, key, memo_key):
     """The heatmap of one [Q, K] matrix; long inputs pooled or windowed (user's choice)."""
     n = max(len(q_labels), len(k_labels))
+    window = None
     if n > HEATMAP_CELLS and st.radio(
         "Long input", ["pooled", "window"], horizontal=True, key=f"{key}_mode",
         format_func=lambda m: {"pooled": "Whole prompt, pooled into blocks",
                                "window": f"A window of {HEATMAP_CELLS} tokens"}[m],
     ) == "window":
-        start = st.slider("Window start (token)", 0, n - HEATMAP_CELLS, n - HEATMAP_CELLS,
-                          key=f"{key}_start")
-        qs, ks = slice(start, start + HEATMAP_CELLS), slice(start, start + HEATMAP_CELLS)
-        if len(q_labels) != len(k_labels):  # cross-attention: window the keys only
-            qs = slice(None)
-        matrix, q_labels, k_labels = matrix[qs, ks], q_labels[qs], k_labels[ks]
+        window = st.slider("Window start (token)", 0, n - HEATMAP_CELLS, n - HEATMAP_CELLS,
+                           key=f"{key}_start")
         st.caption("Window: weights on keys outside it are not shown, so rows can sum to "
                    "less than 1.")
     elif n > HEATMAP_CELLS:
         st.caption(f"{n:,} tokens: the heatmap is pooled into blocks (see its subtitle); "
                    "pick a window for single tokens.")
-    return attention_heatmap(matrix, q_labels, k_labels, title, scale, HEATMAP_CELLS)
+
+    def build():
+        m, qs, ks = matrix, q_labels, k_labels
+        if window is not None:
+            keys = slice(window, window + HEATMAP_CELLS)
+            queries = keys if len(q_labels) == len(k_labels) else slice(None)  # cross: keys
+            m, qs, ks = m[queries, keys], qs[queries], ks[keys]
+        return attention_heatmap(m, qs, ks, title, scale, HEATMAP_CELLS)
+
+    return ui.memo_figure((*memo_key, title, scale, window), build)
 
 
 @st.fragment
@@ -97,22 +103,22 @@ def head_explorer(page_run: ui.PageRun) -> None:
     stack = stacks[stack_name]
     n_layers, n_heads = stack.n_layers, stack.n_heads
     ui.sync_head_from_map(st.session_state.get(ui.MAP_KEY), n_layers, n_heads)
-    ui.clamp_selection(n_layers, n_heads)
+    ui.init_selection(stack)
     names = ui.head_labels(n_heads, cfg.n_kv_heads)
 
     left, right = st.columns([2, 3], gap="large")
     with left:
-        score_name = st.selectbox("Colour heads by", list(HEAD_SCORES), key="attn_score",
+        score_name = st.selectbox("Colour heads by", list(HEAD_SCORES), key=ui.SCORE_KEY,
                                   format_func=lambda s: HEAD_SCORES[s].label)
         score = HEAD_SCORES[score_name]
         st.caption(score.description + (" Lower is more focused." if not
                                          score.higher_is_role else ""))
         layer, head = st.session_state[ui.LAYER_KEY], st.session_state[ui.HEAD_KEY]
-        chart = head_map_chart(stack.scores[score_name], score.label, (layer, head),
-                               reverse=not score.higher_is_role)
-        st.altair_chart(chart.properties(height=min(16 * n_layers + 40, 560)),
-                        on_select="rerun", selection_mode="head", key=ui.MAP_KEY,
-                        width="stretch")
+        spec = ui.head_map_spec((page_run.key, stack_name), stack.scores[score_name],
+                                score.label, not score.higher_is_role, (layer, head),
+                                min(16 * n_layers + 40, 560))
+        st.vega_lite_chart(spec, on_select="rerun", selection_mode="head", key=ui.MAP_KEY,
+                           width="stretch")
         pick = st.columns(2)
         pick[0].selectbox("Layer", range(n_layers), key=ui.LAYER_KEY)
         pick[1].selectbox("Head", range(n_heads), key=ui.HEAD_KEY,
@@ -128,12 +134,13 @@ def head_explorer(page_run: ui.PageRun) -> None:
                               "head that puts most of its weight on one token.")
     layer, head = st.session_state[ui.LAYER_KEY], st.session_state[ui.HEAD_KEY]
     view = ui.layer_view(page_run, stack_name, layer, hide and has_special)
+    memo = (page_run.key, stack_name, layer, hide and has_special)  # what a view depends on
     with right:
         title = f"Layer {layer} · {names[head]}"
         if stack.spec.cross:
             title += " · cross-attention"
         st.plotly_chart(heatmap_of(view.pattern[head], view.q_labels, view.k_labels, title,
-                                   scale, "attn_head_heatmap"), key="attn_head_fig")
+                                   scale, "attn_head_heatmap", memo), key="attn_head_fig")
         matrix = view.pattern[head]
         st.download_button(
             "Download this head's matrix (CSV)",
@@ -158,23 +165,25 @@ def head_explorer(page_run: ui.PageRun) -> None:
             st.caption("The line view is for self-attention; the strip on the right shows "
                        "where this decoder token looks in the encoder's tokens.")
         else:
-            st.plotly_chart(attention_lines(rows, view.k_labels, query, line_names),
-                            key="attn_lines_fig")
+            st.plotly_chart(ui.memo_figure(
+                (*memo, "lines", query, tuple(line_names)),
+                lambda: attention_lines(rows, view.k_labels, query, line_names)),
+                key="attn_lines_fig")
     with columns[1]:
-        st.plotly_chart(query_attention_bars(
+        st.plotly_chart(ui.memo_figure((*memo, "bars", query), lambda: query_attention_bars(
             view.pattern[:, query], view.k_labels, query, head_labels=names,
-            query_label=view.q_labels[query] if stack.spec.cross else None),
+            query_label=view.q_labels[query] if stack.spec.cross else None)),
             key="attn_bars_fig")
 
     st.subheader(f"All heads of layer {layer}")
     columns = st.columns(2, gap="large")
     with columns[0]:
-        st.plotly_chart(head_small_multiples(view.pattern, view.q_labels, head_labels=names,
-                                             scale=scale, columns=3)
-                        if not stack.spec.cross else
-                        attention_heatmap(aggregate_heads(view.pattern, "mean"), view.q_labels,
-                                          view.k_labels, "Mean over heads", scale, 64),
-                        key="attn_multiples_fig")
+        st.plotly_chart(ui.memo_figure((*memo, "multiples", scale), lambda: (
+            head_small_multiples(view.pattern, view.q_labels, head_labels=names, scale=scale,
+                                 columns=3) if not stack.spec.cross else
+            head_small_multiples(view.pattern, view.k_labels, head_labels=names, scale=scale,
+                                 columns=3, q_labels=view.q_labels))),
+            key="attn_multiples_fig")
     with columns[1]:
         how = st.radio("Combine", list(AGGREGATIONS), horizontal=True, key="attn_aggregate",
                        format_func=AGGREGATIONS.get)
@@ -194,11 +203,11 @@ def head_explorer(page_run: ui.PageRun) -> None:
                        f"half the identity{note}. Special tokens are kept.")
             st.plotly_chart(heatmap_of(rollout.values[layer], block_labels, block_labels,
                                        f"Rollout through layer {layer}", scale,
-                                       "attn_rollout"), key="attn_rollout_fig")
+                                       "attn_rollout", memo), key="attn_rollout_fig")
         else:
             st.plotly_chart(heatmap_of(aggregate_heads(view.pattern, how), view.q_labels,
                                        view.k_labels, f"{AGGREGATIONS[how]} · layer {layer}",
-                                       scale, "attn_agg"), key="attn_agg_fig")
+                                       scale, "attn_agg", memo), key="attn_agg_fig")
             if how == "max":
                 st.caption("Max over heads: each cell is the largest weight any head put "
                            "there, so rows sum to more than 1.")

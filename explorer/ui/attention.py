@@ -15,7 +15,9 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,14 +33,19 @@ from explorer.analysis.attention_run import (
     analyse_attention,
     induction_test,
 )
+from explorer.ui.state import DEFAULT_PROMPT, get_prompt
 from explorer.ui.widgets import chips_for, tokenize
+from explorer.viz import head_map_chart
 
 log = logging.getLogger(__name__)
 
 MAX_TOKENS = 1_024
 LAYER_KEY, HEAD_KEY, MAP_KEY, SEEN_KEY = "attn_layer", "attn_head", "attn_head_map", "attn_seen"
+SCORE_KEY = "attn_score"
 VIEW_MEMO_KEY = "attn_layer_views"
 VIEW_MEMO_SIZE = 3
+FIGURE_MEMO_KEY = "attn_figures"
+FIGURE_MEMO_SIZE = 16
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 DEFAULT_ATTENTION_PROMPT = (
     "The Eiffel Tower is in Paris and the Colosseum is in Rome. "
@@ -149,6 +156,38 @@ def layer_view(page_run: PageRun, stack_name: str, layer: int, hide_special: boo
     return view
 
 
+def memo_figure(key: tuple, build: Callable[[], Any]) -> Any:
+    """A figure built once per session for ``key`` (its inputs); the last few are kept, so a
+    head switch does not rebuild the layer's figures. Figures are only read afterwards."""
+    memo: OrderedDict = st.session_state.setdefault(FIGURE_MEMO_KEY, OrderedDict())
+    if key in memo:
+        memo.move_to_end(key)
+        return memo[key]
+    memo[key] = figure = build()
+    while len(memo) > FIGURE_MEMO_SIZE:
+        memo.popitem(last=False)
+    return figure
+
+
+def head_map_spec(
+    memo_key: tuple, scores: torch.Tensor, score_label: str, reverse: bool,
+    selected: tuple[int, int], height: int,
+) -> dict:
+    """Vega-Lite spec of the clickable head map with ``selected`` outlined.
+
+    The altair chart (:func:`explorer.viz.head_map_chart`) is built and converted once per
+    score (its schema validation costs tens of ms); a head switch only rewrites the outline's
+    test, keeping the shared data untouched.
+    """
+    base = memo_figure((*memo_key, "head_map", score_label), lambda: head_map_chart(
+        scores, score_label, None, reverse).properties(height=height).to_dict())
+    test = f"datum.layer === {int(selected[0])} && datum.head === {int(selected[1])}"
+    encoding = dict(base["encoding"])
+    encoding["stroke"] = {"condition": {"test": test, "value": "#ff2b2b"}, "value": None}
+    encoding["strokeWidth"] = {"condition": {"test": test, "value": 3}, "value": 0}
+    return {**base, "encoding": encoding}
+
+
 def head_labels(n_heads: int, n_kv_heads: int) -> list[str]:
     """``head h`` or, under grouped-query attention, ``head h · kv g``."""
     if n_kv_heads >= n_heads:
@@ -172,12 +211,33 @@ def gqa_summary(n_heads: int, n_kv_heads: int) -> str | None:
 # --------------------------------------------------------------------------- selection state
 
 
-def clamp_selection(n_layers: int, n_heads: int, default_layer: int = 0) -> None:
-    """Keep the selected layer/head valid for the current model (reset when out of range)."""
-    if st.session_state.get(LAYER_KEY) not in range(n_layers):
-        st.session_state[LAYER_KEY] = min(default_layer, n_layers - 1)
-    if st.session_state.get(HEAD_KEY) not in range(n_heads):
-        st.session_state[HEAD_KEY] = 0
+DEFAULT_SCORES = ("induction", "previous_token", "entropy")
+
+
+def default_head(stack: StackRun) -> tuple[str, int, int]:
+    """(score, layer, head) to open first: the strongest induction head when the prompt
+    repeats itself, else the strongest previous-token head (Olsson et al. 2022)."""
+    for name in DEFAULT_SCORES:
+        scores = stack.scores.get(name)
+        if scores is None or not bool(torch.isfinite(scores).any()):
+            continue
+        best = torch.nan_to_num(scores, nan=-math.inf)
+        if name == "entropy":
+            best = -torch.nan_to_num(scores, nan=math.inf)
+        flat = int(best.flatten().argmax())
+        return name, flat // stack.n_heads, flat % stack.n_heads
+    return DEFAULT_SCORES[-1], 0, 0
+
+
+def init_selection(stack: StackRun) -> None:
+    """First visit: open :func:`default_head`. Later: keep the selection valid for the current
+    model (an out-of-range layer/head is reset)."""
+    score, layer, head = default_head(stack)
+    st.session_state.setdefault(SCORE_KEY, score)
+    if st.session_state.get(LAYER_KEY) not in range(stack.n_layers):
+        st.session_state[LAYER_KEY] = layer
+    if st.session_state.get(HEAD_KEY) not in range(stack.n_heads):
+        st.session_state[HEAD_KEY] = head
 
 
 def sync_head_from_map(event: Any, n_layers: int, n_heads: int) -> bool:
@@ -236,8 +296,6 @@ def pattern_csv(pattern_2d: torch.Tensor, q_labels: list[str], k_labels: list[st
 def use_attention_default_prompt(widget_key: str) -> None:
     """Start the prompt box on a repeated phrase (induction heads light up on the repeat)
     unless the user or the URL already gave a prompt."""
-    from explorer.ui.state import DEFAULT_PROMPT, get_prompt
-
     fresh = widget_key not in st.session_state and "prompt" not in st.query_params
     if fresh and get_prompt() == DEFAULT_PROMPT:
         st.session_state[widget_key] = DEFAULT_ATTENTION_PROMPT

@@ -265,11 +265,13 @@ def head_small_multiples(
     head_labels: Sequence[str] | None = None,
     scale: str = "sqrt",
     columns: int = 4,
+    q_labels: Sequence[str] | None = None,
 ) -> go.Figure:
     """One small heatmap per head, ``patterns [H, N, N]``, sharing one colour scale.
 
     Each head is pooled to at most ``max_cells`` per side (harder than the single heatmap)
-    so the whole figure stays small; labels only appear on hover.
+    so the whole figure stays small; labels only appear on hover. ``labels`` name the keys and,
+    unless ``q_labels`` is given (cross-attention), the queries too.
     """
     weights = as_array(patterns)
     if weights.ndim != 3:
@@ -278,7 +280,7 @@ def head_small_multiples(
     head_labels = _head_labels(head_labels, n_heads)
     pooled, q_starts, k_starts = pool_matrix(weights, max_cells)
     xs = axis_labels(labels, k_starts, n_k)
-    ys = axis_labels(labels, q_starts, n_q)
+    ys = axis_labels(labels if q_labels is None else q_labels, q_starts, n_q)
     columns = min(columns, n_heads)
     n_rows = math.ceil(n_heads / columns)
     height = 220 * n_rows + 100
@@ -308,14 +310,17 @@ def query_attention_bars(
     query_index: int,
     top_k: int = 10,
     head_labels: Sequence[str] | None = None,
+    query_label: str | None = None,
 ) -> go.Figure:
     """Where one query attends, across heads: a head x key heat strip ``[H, top_k]``.
 
     ``pattern_rows [H, K]`` is each head's attention row for the query. The ``top_k`` keys
     with the largest weight in *any* head are kept (so a key one head focuses on is not
-    averaged away), shown in position order and annotated with the weight.
+    averaged away), shown in position order and annotated with the weight. ``query_label``
+    names a query that is not one of ``tokens`` (cross-attention: decoder queries, encoder
+    keys); ``query_index`` is then its position among the queries.
     """
-    rows = _query_rows(pattern_rows, tokens, query_index)
+    rows = _query_rows(pattern_rows, tokens, query_index if query_label is None else 0)
     n_heads, n_k = rows.shape
     head_labels = _head_labels(head_labels, n_heads)
     keys = np.sort(np.argsort(-rows.max(0), kind="stable")[:top_k])
@@ -329,7 +334,7 @@ def query_attention_bars(
         hovertemplate="%{y}<br>key: %{x}<br>weight: %{z:.4f}<extra></extra>",
     ))
     fig.update_layout(
-        title=_title(f"Where {tokens[query_index]} (position {query_index}) attends",
+        title=_title(f"Where {query_label or tokens[query_index]} (position {query_index}) attends",
                      f"Top {len(keys)} of {n_k} keys by their largest weight in any head."),
         xaxis={"title": {"text": "key"}, "type": "category"},
         yaxis={"title": {"text": "head"}, "type": "category", "autorange": "reversed"},
