@@ -40,16 +40,21 @@ def attention_pattern(
     NaN, as torch's fused kernel does; every other row sums to 1.
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # [b, h, n, m]
+    # Scaling q ([.., n, d]) instead of the scores ([.., n, m]) saves a pass over n x m.
+    scores = torch.matmul(q * scale, k.transpose(-2, -1))  # [b, h, n, m]
     if mask is not None:
         if mask.dtype == torch.bool:
-            scores = scores.masked_fill(~mask, float("-inf"))
+            scores.masked_fill_(mask.logical_not(), float("-inf"))
+            fully_masked = mask.logical_not().all(-1, keepdim=True)
         else:
-            scores = scores + mask
+            scores += mask
+            fully_masked = torch.isneginf(mask).all(-1, keepdim=True)
     softmax_dtype = torch.promote_types(scores.dtype, torch.float32)
     pattern = torch.softmax(scores, dim=-1, dtype=softmax_dtype)
-    if mask is not None:  # fully masked rows: softmax of all -inf is NaN; make them zero
-        pattern = pattern.masked_fill(torch.isneginf(scores).all(-1, keepdim=True), 0.0)
+    # A fully masked row's softmax is NaN; make it zero. Checked on the (small, head-less)
+    # mask rather than on the scores.
+    if mask is not None and fully_masked.any():
+        pattern = pattern.masked_fill(fully_masked, 0.0)
     return pattern.to(q.dtype)
 
 
