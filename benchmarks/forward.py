@@ -29,6 +29,11 @@ from benchmarks.common import (
 
 logger = logging.getLogger("benchmarks.forward")
 
+# What transformers returns with output_attentions + output_hidden_states (every pattern and
+# the residual stream at every layer boundary), plus our residual stream mid-block.
+CAPTURED = ["embed", "blocks.*.attn.pattern", "blocks.*.resid_pre", "blocks.*.resid_mid",
+            "blocks.*.resid_post", "final_norm"]
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -52,7 +57,7 @@ def main() -> None:
             cases = {
                 "(a) forward": (lambda x=ids: lm.model(x),
                                 lambda x=ids: sdpa(x, use_cache=False).logits),
-                "(b) capture all": (lambda x=ids: lm.model.run_with_cache(x),
+                "(b) capture all": (lambda x=ids: lm.model.run_with_cache(x, names=CAPTURED),
                                     lambda x=ids: eager(x, use_cache=False,
                                                         output_attentions=True,
                                                         output_hidden_states=True)),
