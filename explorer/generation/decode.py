@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from explorer.generation.fast_step import FastDecoder
 from explorer.generation.sampling import (
     SamplingParams,
     choose_token,
@@ -102,9 +103,18 @@ def _pattern_names(name: str) -> bool:
 
 @torch.inference_mode()
 def _forward(
-    model: torch.nn.Module, ids: torch.Tensor, cache: KVCache, capture_attention: bool
+    model: torch.nn.Module,
+    ids: torch.Tensor,
+    cache: KVCache,
+    capture_attention: bool,
+    fast: FastDecoder | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Feed ids [1, n] through the cache -> (last logits [V] float32, attention [L, h, m])."""
+    """Feed ids [1, n] through the cache -> (last logits [V] float32, attention [L, h, m]).
+
+    A single token goes through the lean `FastDecoder` when the model has one.
+    """
+    if fast is not None and ids.shape[1] == 1:
+        return fast.step(ids, capture_attention)
     capture = Capture(_pattern_names) if capture_attention else None
     logits = model(ids, kv_cache=cache, last_only=True, capture=capture)[0, -1].float()
     if capture is None:
@@ -122,11 +132,11 @@ def _describe(
 ) -> tuple[int, float, list[int], list[float], float]:
     """(token id, its probability, top ids, top probs, entropy) for logits [V]."""
     probs = sampling_distribution(logits, params)
-    token_id = choose_token(logits, probs, params, generator)
-    top = torch.topk(probs, min(top_n, probs.shape[-1]))
+    top = torch.topk(probs, min(max(top_n, 2), probs.shape[-1]))
+    token_id = choose_token(logits, probs, params, generator, top)
+    top_ids, top_probs = top.indices[:top_n].tolist(), top.values[:top_n].tolist()
     return (
-        token_id, float(probs[token_id]), top.indices.tolist(), top.values.tolist(),
-        entropy(probs),
+        token_id, float(probs[token_id]), top_ids, top_probs, entropy(probs),
     )
 
 
@@ -168,11 +178,12 @@ def generate(
 
     n = prompt.shape[1]
     cache = KVCache(cfg, n + fit.max_new_tokens, device=weight.device, dtype=weight.dtype)
+    fast = FastDecoder.build(model, cache)
     if capture_attention and n > 1:  # the last prompt token runs as a cached step, captured
         _forward(model, prompt[:, :-1], cache, False)
-        logits, attention = _forward(model, prompt[:, -1:], cache, True)
+        logits, attention = _forward(model, prompt[:, -1:], cache, True, fast)
     else:
-        logits, attention = _forward(model, prompt, cache, capture_attention)
+        logits, attention = _forward(model, prompt, cache, capture_attention, fast)
     detok = IncrementalDetokenizer(tokenizer, prompt[0].tolist())
     ttft = None
     for index in range(fit.max_new_tokens):
@@ -197,4 +208,4 @@ def generate(
         if finished is not None:
             return
         next_id = torch.tensor([[token_id]], device=weight.device)
-        logits, attention = _forward(model, next_id, cache, capture_attention)
+        logits, attention = _forward(model, next_id, cache, capture_attention, fast)

@@ -67,8 +67,8 @@ def sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> int
 
 def entropy(probs: torch.Tensor) -> float:
     """Shannon entropy in nats of a probability vector [V] (0 log 0 = 0)."""
-    logs = torch.where(probs > 0, probs.log(), torch.zeros_like(probs))
-    return float(-(probs * logs).sum())
+    logs = probs.clamp_min(torch.finfo(probs.dtype).tiny).log()  # 0 * log(tiny) = 0
+    return float(-torch.dot(probs.flatten(), logs.flatten()))
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,15 @@ def choose_token(
     probs: torch.Tensor,
     params: SamplingParams,
     generator: torch.Generator | None,
+    top: torch.return_types.topk | None = None,
 ) -> int:
-    """argmax of the logits [V] when greedy (as transformers does), else a draw from probs [V]."""
-    return int(logits.argmax()) if params.greedy else sample(probs, generator)
+    """argmax of the logits [V] when greedy (as transformers does), else a draw from probs [V].
+
+    ``top`` (the top-k of probs, k >= 2) saves the greedy argmax pass unless its first two
+    probabilities tie, when the logits decide.
+    """
+    if not params.greedy:
+        return sample(probs, generator)
+    if top is not None and top.values.shape[-1] > 1 and top.values[0] > top.values[1]:
+        return int(top.indices[0])
+    return int(logits.argmax())

@@ -30,6 +30,7 @@ from explorer.generation import (
     top_p_filter,
     validate_messages,
 )
+from explorer.generation.fast_step import FastDecoder
 from explorer.nn import KVCache, build_model
 
 EOS = 256
@@ -165,6 +166,38 @@ def test_kv_cache_logits_equal_full_recomputation_every_step(positional: str) ->
         steps += [lm.model(ids[:, i:i + 1], kv_cache=cache, last_only=True) for i in range(6, 20)]
     incremental = torch.cat(steps, dim=1)
     assert torch.allclose(incremental, full[:, 5:], atol=1e-5)
+
+
+FALLBACK_CONFIGS = {
+    "post-norm": {"norm_position": "post"},
+    "window": {"window": 3},
+}
+
+
+@pytest.mark.parametrize("positional", POSITIONALS)
+def test_fast_step_logits_equal_model_forward_every_step(positional: str) -> None:
+    lm = tiny_lm(positional, seed=3)
+    ids = torch.randint(0, 257, (1, 16), generator=torch.Generator().manual_seed(2))
+    cache = KVCache(lm.config, 16)
+    fast = FastDecoder.build(lm.model, cache)
+    assert fast is not None
+    with torch.no_grad():
+        full = lm.model(ids)
+        lm.model(ids[:, :4], kv_cache=cache)
+        for i in range(4, 16):
+            logits, attention = fast.step(ids[:, i:i + 1], capture_attention=True)
+            assert torch.allclose(logits, full[0, i], atol=1e-5)
+            assert attention.shape == (2, 4, i + 1)
+    assert cache.length == 16
+
+
+@pytest.mark.parametrize("name", FALLBACK_CONFIGS)
+def test_general_path_for_other_architectures(name: str) -> None:
+    lm = tiny_lm("learned", **FALLBACK_CONFIGS[name])
+    assert FastDecoder.build(lm.model, KVCache(lm.config, 8)) is None
+    steps = list(generate(lm, PROMPT, max_new_tokens=6, stop_ids=(), capture_attention=True))
+    assert [s.token_id for s in steps] == naive_greedy(lm.model, PROMPT, 6)[0]
+    assert all(torch.allclose(s.attention.sum(-1), torch.ones(2, 4), atol=1e-5) for s in steps)
 
 
 def naive_greedy(model, ids: torch.Tensor, n: int) -> tuple[list[int], list[float]]:
