@@ -63,7 +63,7 @@ if summary := ui.gqa_summary(cfg.n_heads, cfg.n_kv_heads):
     st.caption(summary)
 
 
-def heatmap_of(matrix, q_labels, k_labels, title, scale, key, memo_key):
+def heatmap_of(matrix, q_labels, k_labels, title, scale, key, memo_key, slot="layer"):
     """The heatmap of one [Q, K] matrix; long inputs pooled or windowed (user's choice)."""
     n = max(len(q_labels), len(k_labels))
     window = None
@@ -88,7 +88,7 @@ def heatmap_of(matrix, q_labels, k_labels, title, scale, key, memo_key):
             m, qs, ks = m[queries, keys], qs[queries], ks[keys]
         return attention_heatmap(m, qs, ks, title, scale, HEATMAP_CELLS)
 
-    return ui.memo_figure((*memo_key, title, scale, window), build)
+    return ui.memo_figure((*memo_key, title, scale, window), build, slot)
 
 
 @st.fragment
@@ -140,7 +140,8 @@ def head_explorer(page_run: ui.PageRun) -> None:
         if stack.spec.cross:
             title += " · cross-attention"
         st.plotly_chart(heatmap_of(view.pattern[head], view.q_labels, view.k_labels, title,
-                                   scale, "attn_head_heatmap", memo), key="attn_head_fig")
+                                   scale, "attn_head_heatmap", memo, "head"),
+                        key="attn_head_fig")
         matrix = view.pattern[head]
         st.download_button(
             "Download this head's matrix (CSV)",
@@ -167,7 +168,7 @@ def head_explorer(page_run: ui.PageRun) -> None:
         else:
             st.plotly_chart(ui.memo_figure(
                 (*memo, "lines", query, tuple(line_names)),
-                lambda: attention_lines(rows, view.k_labels, query, line_names)),
+                lambda: attention_lines(rows, view.k_labels, query, line_names), "head"),
                 key="attn_lines_fig")
     with columns[1]:
         st.plotly_chart(ui.memo_figure((*memo, "bars", query), lambda: query_attention_bars(

@@ -45,7 +45,7 @@ SCORE_KEY = "attn_score"
 VIEW_MEMO_KEY = "attn_layer_views"
 VIEW_MEMO_SIZE = 3
 FIGURE_MEMO_KEY = "attn_figures"
-FIGURE_MEMO_SIZE = 16
+FIGURE_MEMO_SIZES = {"head": 4, "layer": 8, "map": 4}
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 DEFAULT_ATTENTION_PROMPT = (
     "The Eiffel Tower is in Paris and the Colosseum is in Rome. "
@@ -156,15 +156,17 @@ def layer_view(page_run: PageRun, stack_name: str, layer: int, hide_special: boo
     return view
 
 
-def memo_figure(key: tuple, build: Callable[[], Any]) -> Any:
-    """A figure built once per session for ``key`` (its inputs); the last few are kept, so a
-    head switch does not rebuild the layer's figures. Figures are only read afterwards."""
-    memo: OrderedDict = st.session_state.setdefault(FIGURE_MEMO_KEY, OrderedDict())
+def memo_figure(key: tuple, build: Callable[[], Any], slot: str = "layer") -> Any:
+    """A figure built once per session for ``key`` (its inputs), kept in a small LRU per
+    ``slot``: per-head figures ("head") churn on every head switch and must not push out the
+    layer's figures ("layer"), which a head switch reuses. Figures are only read afterwards."""
+    memos: dict = st.session_state.setdefault(FIGURE_MEMO_KEY, {})
+    memo: OrderedDict = memos.setdefault(slot, OrderedDict())
     if key in memo:
         memo.move_to_end(key)
         return memo[key]
     memo[key] = figure = build()
-    while len(memo) > FIGURE_MEMO_SIZE:
+    while len(memo) > FIGURE_MEMO_SIZES.get(slot, 4):
         memo.popitem(last=False)
     return figure
 
@@ -180,7 +182,7 @@ def head_map_spec(
     test, keeping the shared data untouched.
     """
     base = memo_figure((*memo_key, "head_map", score_label), lambda: head_map_chart(
-        scores, score_label, None, reverse).properties(height=height).to_dict())
+        scores, score_label, None, reverse).properties(height=height).to_dict(), slot="map")
     test = f"datum.layer === {int(selected[0])} && datum.head === {int(selected[1])}"
     encoding = dict(base["encoding"])
     encoding["stroke"] = {"condition": {"test": test, "value": "#ff2b2b"}, "value": None}
