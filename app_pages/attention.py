@@ -116,7 +116,7 @@ def head_explorer(page_run: ui.PageRun) -> None:
         layer, head = st.session_state[ui.LAYER_KEY], st.session_state[ui.HEAD_KEY]
         spec = ui.head_map_spec((page_run.key, stack_name), stack.scores[score_name],
                                 score.label, not score.higher_is_role, (layer, head),
-                                min(16 * n_layers + 40, 560))
+                                min(max(22 * n_layers + 40, 200), 560))
         st.vega_lite_chart(spec, on_select="rerun", selection_mode="head", key=ui.MAP_KEY,
                            width="stretch")
         pick = st.columns(2)
