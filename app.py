@@ -25,7 +25,8 @@ PAGES: dict[str, list[st.Page]] = {
     ],
     "Attention": [st.Page("app_pages/attention.py", title="Attention heads",
                           icon=":material/grid_on:", url_path="attention")],
-    # "Generation": [...], "Representations": [...], "Lab": [...]
+    "Generation": [st.Page("app_pages/generate.py", title="Generate", icon=":material/edit:")],
+    # "Representations": [...], "Lab": [...]
 }
 
 st.set_page_config(

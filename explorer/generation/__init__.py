@@ -1,6 +1,7 @@
 """KV-cache streaming generation, sampling and chat templates (no streamlit here)."""
 
 from explorer.generation.decode import GenerationStep, PromptFit, fit_prompt, generate
+from explorer.generation.record import GenerationRecord, attention_storage
 from explorer.generation.sampling import (
     SamplingParams,
     apply_temperature,
@@ -19,11 +20,13 @@ from explorer.generation.text import (
 )
 
 __all__ = [
+    "GenerationRecord",
     "GenerationStep",
     "IncrementalDetokenizer",
     "PromptFit",
     "SamplingParams",
     "apply_temperature",
+    "attention_storage",
     "chat_ids",
     "end_token_ids",
     "entropy",

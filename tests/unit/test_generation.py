@@ -9,6 +9,7 @@ import copy
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -360,3 +361,35 @@ def test_chat_ids_and_message_validation() -> None:
 def test_public_api() -> None:
     assert explorer.generate is generate
     assert explorer.chat_ids is chat_ids
+
+
+# ---- record ----------------------------------------------------------------------------
+
+def test_attention_storage_fits_the_budget() -> None:
+    from explorer.generation import attention_storage
+
+    assert attention_storage(30, 9, 32, 64) == "heads"
+    assert attention_storage(30, 9, 4000, 256) == "layers"
+    assert attention_storage(30, 9, 4000, 256, budget=1000) == "none"
+
+
+def test_record_keeps_steps_and_attention_rows() -> None:
+    from explorer.generation import GenerationRecord
+
+    lm = tiny_lm()
+    record = GenerationRecord(prompt_ids=PROMPT[0].tolist())
+    steps = list(generate(lm, PROMPT, max_new_tokens=5, stop_ids=(), capture_attention=True))
+    for step in steps:
+        record.add(step)
+    assert len(record) == 5 and record.finished == "max_new_tokens"
+    assert record.text == "".join(s.text for s in steps)
+    assert record.top_labels[0] == [str(i) for i in steps[0].top_ids]
+    row = record.attention_row(2, layer=1, head=3)
+    assert row.shape == (10,) and np.allclose(row, steps[2].attention[1, 3].numpy(), atol=1e-3)
+    mean = record.attention_row(2, layer=1, head=None)
+    assert np.allclose(mean, steps[2].attention[1].mean(0).numpy(), atol=1e-3)
+    averaged = GenerationRecord(prompt_ids=[], storage="layers")
+    averaged.add(steps[0])
+    assert averaged.attention_row(0, 0, None).shape == (8,)
+    assert averaged.attention_row(0, 0, 1) is None and not averaged.has_heads()
+    assert record.tokens_per_s > 0 and record.ttft == steps[0].elapsed

@@ -1,0 +1,239 @@
+"""Generate: watch the model write, token by token, with what it considered and where it looked."""
+
+from __future__ import annotations
+
+import logging
+
+import streamlit as st
+
+import explorer
+from explorer.generation import (
+    GenerationRecord,
+    attention_storage,
+    chat_ids,
+    fit_prompt,
+    prompt_ids,
+)
+from explorer.ui import page_header, require_model
+from explorer.ui.widgets import escape_markdown, prompt_box
+from explorer.viz.generation import (
+    alternatives_text,
+    candidates_figure,
+    context_attention_figure,
+    growing_attention_figure,
+    timeline_figure,
+    token_stream_html,
+)
+
+log = logging.getLogger(__name__)
+MAX_NEW_TOKENS = 256
+STATE = "generate"  # st.session_state[STATE]: this browser session's generation
+MEAN = "mean of heads"
+
+page_header(
+    "Generate",
+    "The model writes one token at a time: each step runs only the newest token through the "
+    "network (earlier keys and values wait in a cache) and picks the next token from its "
+    "probabilities. Tokens are coloured by the probability of the chosen token (red: "
+    "unlikely, blue: sure); hover one for the alternatives. Below, pick a step to see its "
+    "candidates and where it looked.",
+)
+lm = require_model()
+cfg = lm.config
+if cfg.kind != "decoder":
+    st.info(f"{escape_markdown(lm.name)} is an {cfg.kind} model: it does not generate text. "
+            "Pick a decoder such as smollm2-135m in the sidebar.")
+    st.stop()
+model_label = f"{lm.name}|{lm.device}|{lm.dtype}"
+state = st.session_state.setdefault(STATE, {})
+if state.get("model") != model_label:  # another model: the old run's tokens mean nothing
+    state.clear()
+    state["model"] = model_label
+if state.get("running"):  # the last run was interrupted (Stop, or any widget change)
+    state["running"] = False
+    record = state.get("record")
+    if record is not None and record.finished is None:
+        record.finished = "stopped"
+
+tokenizer = lm.tokenizer
+is_instruct = bool(getattr(tokenizer, "chat_template", None))
+mode = st.radio("Input", ["Prompt", "Chat"] if is_instruct else ["Prompt"], horizontal=True,
+                key="generate_mode",
+                help="Chat wraps your message in the model's chat template.")
+message = ""
+if mode == "Chat":
+    history = state.setdefault("chat", [])
+    for turn in history:
+        with st.chat_message(turn["role"]):
+            st.markdown(escape_markdown(turn["content"]))
+    if state.pop("clear_message", False):  # the last message was sent: empty the box
+        st.session_state["generate_message"] = ""
+    message = st.text_area("Your message", key="generate_message", height=90, max_chars=4_000)
+    if history and st.button("Clear the conversation"):
+        history.clear()
+        st.rerun()
+else:
+    message = prompt_box("Prompt", page_key="generate", height=90)
+
+cols = st.columns(5)
+temperature = cols[0].slider("Temperature", 0.0, 2.0, 0.0, 0.05, key="generate_temperature",
+                             help="0 is greedy: always the most likely token.")
+top_k = cols[1].number_input("Top-k (0 = all)", 0, 1_000, 0, key="generate_top_k",
+                             help="Sample only among the k most likely tokens.")
+top_p = cols[2].slider("Top-p", 0.05, 1.0, 1.0, 0.05, key="generate_top_p",
+                       help="Sample among the fewest tokens whose probability adds up to p.")
+max_new = cols[3].number_input("Max new tokens", 1, MAX_NEW_TOKENS, 48, key="generate_max_new")
+seed = cols[4].number_input("Seed", 0, 2**31 - 1, 0, key="generate_seed",
+                            help="The same seed and settings give the same sample.")
+record_attention = st.toggle("Record attention at every step", value=True,
+                             key="generate_attention")
+buttons = st.columns([1, 1, 6])
+start = buttons[0].button("Generate", type="primary", key="generate_start")
+buttons[1].button("Stop", key="generate_stop",
+                  help="Stops the generation; the tokens so far stay.")
+notices = st.container()
+metrics_slot = st.empty()
+stream_slot = st.empty()
+
+
+def show_metrics(record: GenerationRecord) -> None:
+    with metrics_slot.container():
+        m = st.columns(4)
+        m[0].metric("Tokens", len(record))
+        m[1].metric("Tokens / s", f"{record.tokens_per_s:.1f}")
+        m[2].metric("Time to first token", f"{record.ttft or 0:.2f} s")
+        m[3].metric("Finished", record.finished or "running…")
+
+
+def hover_texts(record: GenerationRecord) -> list[str]:
+    return [alternatives_text(labels, probs, token, entropy)
+            for labels, probs, token, entropy in zip(
+                record.top_labels, record.top_probs, record.tokens, record.entropies,
+                strict=True)]
+
+
+def show_stream(record: GenerationRecord, hovers: list[str], selected: int | None = None):
+    cut = (f"[{record.prompt_cut:,} earlier prompt tokens cut]" if record.prompt_cut else "")
+    stream_slot.html(token_stream_html(
+        record.texts, record.probs, hovers, record.tokens, prompt=state.get("prompt_text", ""),
+        selected=selected, cut_notice=cut,
+    ))
+
+
+def prompt_tokens() -> object:
+    """The prompt's ids [1, n], or None with a message shown."""
+    if not message.strip():
+        notices.warning("The prompt is empty: type some text to continue.")
+        return None
+    try:
+        if mode == "Chat":
+            return chat_ids(lm, [*state.get("chat", []), {"role": "user", "content": message}])
+        return prompt_ids(lm, message)
+    except ValueError as exc:
+        notices.warning(str(exc))
+    except Exception as exc:  # a chat template is Jinja from the model repo: may refuse
+        log.exception("could not build the prompt")
+        notices.error(f"The prompt could not be prepared ({type(exc).__name__}).")
+    return None
+
+
+def run_generation(ids) -> None:
+    fit = fit_prompt(ids, cfg.n_ctx, int(max_new))
+    if fit.cut:
+        notices.warning(f"The prompt has {ids.shape[1]:,} tokens; the first {fit.cut:,} were cut "
+                        f"so that it and {fit.max_new_tokens:,} new tokens fit the context of "
+                        f"{cfg.n_ctx:,}.")
+    if fit.context_bound:
+        notices.info(f"At most {fit.max_new_tokens:,} new tokens fit the context.")
+    storage = "none"
+    if record_attention:
+        storage = attention_storage(cfg.n_layers, cfg.n_heads, fit.ids.shape[1],
+                                    fit.max_new_tokens)
+        if storage != "heads":
+            kept_as = "as the mean over heads only" if storage == "layers" else "not at all"
+            notices.info(f"This run is long: attention is kept {kept_as}.")
+    kept = fit.ids[0].tolist()
+    record = GenerationRecord(prompt_ids=kept, prompt_cut=fit.cut, storage=storage)
+    st.session_state.pop("generate_step_pick", None)  # show the newest step when done
+    state.update(record=record, running=True,
+                 prompt_text=tokenizer.decode(kept, skip_special_tokens=False),
+                 prompt_labels=[tokenizer.decode([i]) for i in kept])
+    hovers: list[str] = []
+    steps = explorer.generate(
+        lm, fit.ids, max_new_tokens=fit.max_new_tokens, temperature=float(temperature),
+        top_k=int(top_k) or None, top_p=float(top_p) if top_p < 1 else None, seed=int(seed),
+        capture_attention=storage != "none",
+    )
+    for step in steps:
+        record.add(step, [tokenizer.decode([i]) for i in step.top_ids])
+        hovers.append(alternatives_text(record.top_labels[-1], step.top_probs, step.token,
+                                        step.entropy))
+        show_stream(record, hovers)
+        show_metrics(record)
+    state["running"] = False
+    if mode == "Chat":
+        state["chat"].extend([{"role": "user", "content": message},
+                              {"role": "assistant", "content": record.text}])
+        state["clear_message"] = True
+        st.rerun()  # draw the conversation with the new turn
+
+
+if start:
+    ids = prompt_tokens()
+    if ids is not None:
+        try:
+            run_generation(ids)
+        except ValueError as exc:
+            state["running"] = False
+            notices.warning(str(exc))
+        except Exception as exc:
+            state["running"] = False
+            log.exception("generation failed")
+            notices.error(f"The generation failed ({type(exc).__name__}).")
+
+record: GenerationRecord | None = state.get("record")
+if record is None or not len(record):
+    st.caption("Press **Generate** to start.")
+    st.stop()
+
+n = len(record)
+selected = 0
+if n > 1:
+    picked = st.session_state.setdefault("generate_step_pick", n - 1)
+    st.session_state["generate_step_pick"] = min(max(int(picked), 0), n - 1)
+    selected = st.slider("Step", 0, n - 1, key="generate_step_pick",
+                         help="The step whose candidates and attention are shown below.")
+show_metrics(record)
+show_stream(record, hover_texts(record), selected)
+
+st.plotly_chart(timeline_figure(record.probs, record.entropies, selected), key="gen_timeline")
+labels = state.get("prompt_labels", []) + record.tokens
+left, right = st.columns([2, 3])
+with left:
+    top = record.top_ids[selected]
+    chosen = top.index(record.token_ids[selected]) if record.token_ids[selected] in top else -1
+    st.plotly_chart(candidates_figure(record.top_labels[selected], record.top_probs[selected],
+                                      chosen), key="gen_candidates")
+    st.caption(f"Step {selected}: p(chosen) = {record.probs[selected]:.1%}, entropy "
+               f"{record.entropies[selected]:.2f} nats.")
+with right:
+    if not record.attention:
+        st.info("Attention was not recorded for this run (turn on **Record attention**).")
+    else:
+        pick = st.columns(2)
+        layer = pick[0].selectbox("Layer", range(cfg.n_layers), index=cfg.n_layers - 1,
+                                  key="generate_layer")
+        heads = [MEAN, *range(cfg.n_heads)] if record.has_heads() else [MEAN]
+        head_choice = pick[1].selectbox("Head", heads, key="generate_head")
+        head = None if head_choice == MEAN else int(head_choice)
+        row = record.attention_row(selected, layer, head)
+        who = "mean of heads" if head is None else f"head {head}"
+        st.plotly_chart(context_attention_figure(
+            labels, row, f"Step {selected}: where the query looked (layer {layer}, {who})"),
+            key="gen_context_attention")
+if record.attention:
+    rows = [record.attention_row(i, layer, head) for i in range(len(record.attention))]
+    st.plotly_chart(growing_attention_figure(rows, labels, len(record.prompt_ids), selected),
+                    key="gen_growing_attention")
+    st.caption("Row i: the attention of the query that chose token i (the previous token) over "
+               "the prompt and the tokens generated before it.")
