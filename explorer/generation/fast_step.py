@@ -47,7 +47,9 @@ def _rms_kernel(norm: RMSNorm) -> Kernel:
         x32 = x if x.dtype in (torch.float32, torch.float64) else x.float()
         inv_rms = torch.dot(x32, x32).div_(d).add_(eps).rsqrt_()
         normed = x32 * inv_rms
-        return weight * (normed if normed.dtype == x.dtype else normed.to(x.dtype))
+        if normed.dtype != x.dtype:
+            return weight * normed.to(x.dtype)
+        return normed.mul_(weight)
 
     return run
 
@@ -97,7 +99,7 @@ Residual = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def _gated_kernel(mlp: GatedMLP) -> Residual:
     gate, up, down, act = mlp.gate, mlp.up, mlp.down, mlp.act
-    return lambda x, a: _add_linear(x, act(_linear(a, gate)) * _linear(a, up), down)
+    return lambda x, a: _add_linear(x, act(_linear(a, gate)).mul_(_linear(a, up)), down)
 
 
 def _plain_kernel(mlp: MLP) -> Residual:
@@ -134,6 +136,13 @@ class FastDecoder:
         cfg = model.cfg
         self.model, self.cache, self.layers = model, cache, layers
         self.kv = [(cache.k[i, 0], cache.v[i, 0]) for i in range(len(layers))]  # [g, max, d]
+        final = model.final_norm
+        kernel = NORM_KERNELS.get(type(final))
+        self.final_norm = final if final is None or kernel is None else kernel(final)
+        head = model.head
+        plain_head = (head.transform is None and head.scale == 1.0
+                      and type(head.unembed) is nn.Linear)
+        self.unembed = head.unembed if plain_head else None
         self.h, self.g, self.d = cfg.n_heads, cfg.n_kv_heads, cfg.d_head
         self.scale = 1.0 / math.sqrt(cfg.d_head) if cfg.attn_scale else 1.0
 
@@ -143,7 +152,7 @@ class FastDecoder:
         cfg = getattr(model, "cfg", None)
         if (cfg is None or cfg.kind != "decoder" or cfg.norm_position != "pre"
                 or cfg.window is not None or cfg.positional not in POSITIONS
-                or cache.k.shape[1] != 1):
+                or cache.k.shape[1] != 1 or getattr(model, "head", None) is None):
             return None
         layers = []
         for block in model.blocks:
@@ -212,9 +221,9 @@ class FastDecoder:
             a = layer.ln2(x)
             x = layer.mlp(x, a)
         cache.advance(1)
-        if model.final_norm is not None:
-            x = model.final_norm(x)
-        logits = model.head(x).float()
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        logits = (model.head(x) if self.unembed is None else _linear(x, self.unembed)).float()
         if not capture_attention:
             return logits, None
         return logits, torch.stack(patterns).view(len(self.layers), h, m).float()
