@@ -25,7 +25,8 @@ PAGES: dict[str, list[st.Page]] = {
     ],
     "Attention": [st.Page("app_pages/attention.py", title="Attention heads",
                           icon=":material/grid_on:", url_path="attention")],
-    "Generation": [st.Page("app_pages/generate.py", title="Generate", icon=":material/edit:")],
+    "Generation": [st.Page("app_pages/generate.py", title="Generate", icon=":material/edit:",
+                           url_path="generate")],
     # "Representations": [...], "Lab": [...]
 }
 

@@ -2,17 +2,17 @@
 
 from explorer.config import ModelConfig
 from explorer.device import available_devices, pick_device
+from explorer.generation import GenerationStep, chat_ids, generate
 from explorer.models import EMBEDDED_MODELS, LoadedModel, load
 
 __all__ = [
     "EMBEDDED_MODELS",
+    "GenerationStep",
     "LoadedModel",
     "ModelConfig",
     "available_devices",
+    "chat_ids",
+    "generate",
     "load",
     "pick_device",
 ]
-
-from explorer.generation import GenerationStep, chat_ids, generate
-
-__all__ += ["GenerationStep", "chat_ids", "generate"]

@@ -134,7 +134,10 @@ def read_gguf(
         part = tensor.name.split(".")[-2]
         if permute and part in heads:
             weights = unpermute_rotary_rows(weights, heads[part])
-        tensors[name] = torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32))
+        weights = np.ascontiguousarray(weights, dtype=np.float32)
+        if not weights.flags.writeable:  # an unquantised tensor is a view of the mapped file
+            weights = weights.copy()
+        tensors[name] = torch.from_numpy(weights)
         if progress is not None and index % 16 == 0:
             progress(index / total, f"dequantising {tensor.name}")
     return hf, tensors

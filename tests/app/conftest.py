@@ -15,7 +15,3 @@ LOAD_TIMEOUT_S = 180  # a cold SmolLM2 load converts the GGUF file (~10 s warm: 
 def app() -> AppTest:
     """A fresh session of the app (not yet run); models are shared across sessions."""
     return AppTest.from_file(APP, default_timeout=LOAD_TIMEOUT_S)
-
-
-def sidebar_errors(at: AppTest) -> list[str]:
-    return [error.value for error in at.sidebar.error]

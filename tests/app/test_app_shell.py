@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import sidebar_errors
+from app_helpers import sidebar_errors
 
 from explorer.ui.sidebar import OTHER
 from explorer.ui.state import valid_model_name

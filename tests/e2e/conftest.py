@@ -26,7 +26,6 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-quic", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]
-APP_IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 STARTUP_TIMEOUT_S = 120
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -118,14 +117,3 @@ def page(browser, screenshot_dir: Path, request) -> Iterator[object]:
         page.screenshot(path=str(screenshot_dir / f"{request.node.name}-end.png"), full_page=True)
     context.close()
     assert not dialogs, f"a dialog opened (script ran): {dialogs}"
-
-
-def wait_idle(page, timeout_ms: int = 120_000) -> None:
-    """Wait until the app finished its script run (and the status is stable)."""
-    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
-    page.wait_for_timeout(300)
-    page.wait_for_selector(APP_IDLE, timeout=timeout_ms)
-
-
-def assert_no_exception(page) -> None:
-    assert page.locator('[data-testid="stException"]').count() == 0, "an exception is shown"
