@@ -28,6 +28,9 @@ from explorer.viz.generation import (
 log = logging.getLogger(__name__)
 MAX_NEW_TOKENS = 256
 STATE = "generate"  # st.session_state[STATE]: this browser session's generation
+# Why a generation ended, in words that fit a metric.
+FINISHED = {"eos": "end of text", "max_new_tokens": "token limit", "context": "context full",
+            "stopped": "stopped"}
 MEAN = "mean of heads"
 
 page_header(
@@ -102,7 +105,7 @@ def show_metrics(record: GenerationRecord) -> None:
         m[0].metric("Tokens", len(record))
         m[1].metric("Tokens / s", f"{record.tokens_per_s:.1f}")
         m[2].metric("Time to first token", f"{record.ttft or 0:.2f} s")
-        m[3].metric("Finished", record.finished or "running…")
+        m[3].metric("Finished", FINISHED.get(record.finished, record.finished or "running…"))
 
 
 def hover_texts(record: GenerationRecord) -> list[str]:

@@ -39,7 +39,7 @@ def stream_html(app) -> str:
 def test_greedy_generation_shows_tokens_metrics_and_step_views(app) -> None:
     at = generate(open_generate(app))
     shown = metrics(at)
-    assert shown["Tokens"] == "8" and shown["Finished"] == "max_new_tokens"
+    assert shown["Tokens"] == "8" and shown["Finished"] == "token limit"
     assert float(shown["Tokens / s"]) > 0 and shown["Time to first token"].endswith(" s")
     html = stream_html(at)
     assert "Paris" in html and html.count('class="gen-tok') == 8
@@ -94,7 +94,7 @@ def test_chat_adds_the_turn_to_the_conversation(app) -> None:
     at = generate(app)
     roles = [m.name for m in at.chat_message]
     assert roles == ["user", "assistant"]
-    assert metrics(at)["Finished"] in ("eos", "max_new_tokens")
+    assert metrics(at)["Finished"] in ("end of text", "token limit")
 
 
 def test_a_generation_stays_in_its_own_session(app) -> None:

@@ -47,8 +47,8 @@ def test_tokens_stream_then_step_details(app_server, page, screenshot_dir) -> No
     assert len(partial) >= 2, f"tokens did not stream: counts seen {sorted(set(counts))}"
     n = page.locator(TOKEN).count()
     assert int(metric(page, "Tokens")) == n
-    assert (n, metric(page, "Finished")) == (40, "max_new_tokens") or metric(
-        page, "Finished") == "eos"
+    assert (n, metric(page, "Finished")) == (40, "token limit") or metric(
+        page, "Finished") == "end of text"
     assert float(metric(page, "Tokens / s")) > 0
     assert "Paris" in page.locator(".gen-stream").text_content()
     title = page.locator(TOKEN).first.get_attribute("title")
