@@ -36,6 +36,10 @@ def test_tokens_stream_then_step_details(app_server, page, screenshot_dir) -> No
     open_generate(page, app_server["url"], "The capital of France is")
     set_max_new(page, 40)
     page.get_by_role("button", name="Generate").click()
+    # The click's rerun starts asynchronously: wait for it before sampling, or the first
+    # sample can still see the previous idle state and stop at once.
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="running"]',
+                           timeout=30_000)
     counts = []
     for _ in range(400):  # sample the token count while the script runs
         counts.append(page.locator(TOKEN).count())
