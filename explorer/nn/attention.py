@@ -45,16 +45,14 @@ def attention_pattern(
     if mask is not None:
         if mask.dtype == torch.bool:
             scores.masked_fill_(mask.logical_not(), float("-inf"))
-            fully_masked = mask.logical_not().all(-1, keepdim=True)
         else:
             scores += mask
-            fully_masked = torch.isneginf(mask).all(-1, keepdim=True)
     softmax_dtype = torch.promote_types(scores.dtype, torch.float32)
     pattern = torch.softmax(scores, dim=-1, dtype=softmax_dtype)
-    # A fully masked row's softmax is NaN; make it zero. Checked on the (small, head-less)
-    # mask rather than on the scores.
-    if mask is not None and fully_masked.any():
-        pattern = pattern.masked_fill(fully_masked, 0.0)
+    # A fully masked row's softmax is NaN in every column; make it zero. Looking at the
+    # first column finds such rows in O(n) instead of a pass over the n x m mask.
+    if mask is not None and pattern[..., :1].isnan().any():
+        pattern = pattern.nan_to_num(nan=0.0)
     return pattern.to(q.dtype)
 
 
@@ -197,7 +195,10 @@ class Attention(nn.Module):
         capture: Capture | None = None,
         prefix: str = "",
     ) -> torch.Tensor:
-        """x [b, n, D] -> [b, n, D]. ``is_causal`` stands for a causal ``mask`` (fast path).
+        """x [b, n, D] -> [b, n, D].
+
+        ``is_causal`` says the mask is exactly causal, so the fused kernel can apply it
+        itself; ``mask`` may then still carry it explicitly for the pattern path.
 
         ``kv`` (one layer of a KVCache) receives the new keys/values and supplies the past
         ones. ``capture`` records ``{prefix}pattern`` (and q/k/v/z when asked).
@@ -212,7 +213,7 @@ class Attention(nn.Module):
             capture.save(prefix + "k", k)
             capture.save(prefix + "v", v)
         if want_pattern:
-            if is_causal:
+            if is_causal and mask is None:
                 mask = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
             z, pattern = scaled_dot_product_attention(
                 q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask, self.scale
@@ -220,7 +221,7 @@ class Attention(nn.Module):
             capture.save(prefix + "pattern", pattern)
         else:
             z = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
+                q, k, v, attn_mask=None if is_causal else mask, is_causal=is_causal,
                 scale=self.scale, enable_gqa=n_rep > 1,
             )
         if capture is not None:

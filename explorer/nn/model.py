@@ -128,7 +128,8 @@ class Stack(nn.Module):
         """Keyword arguments for every block's self-attention: rope, mask, is_causal.
 
         Queries are positions offset..offset+n, keys 0..offset+n. A plain causal mask is
-        left to the fused kernel's ``is_causal`` unless ``explicit_mask`` is asked for.
+        left to the fused kernel (``is_causal``); ``explicit_mask`` also builds it as a
+        tensor, once for every layer, for the layers whose pattern is computed explicitly.
         """
         m = offset + n
         rope = None
@@ -147,11 +148,13 @@ class Stack(nn.Module):
             window = local_window_mask(n, self.cfg.window, self.causal, m, device)
         pad = padding_mask(attention_mask) if attention_mask is not None else None
         needs_causal = self.causal and n > 1
-        if needs_causal and not explicit_mask and offset == 0 and (bias, window, pad) == (
-            None, None, None
-        ):
-            return {"rope": rope, "mask": None, "is_causal": True}
-        causal = causal_mask(n, m, device) if needs_causal else None
+        causal = causal_mask(n, m, device) if needs_causal and explicit_mask else None
+        if needs_causal and offset == 0 and (bias, window, pad) == (None, None, None):
+            # Plain causal: the fused kernel applies it itself; the explicit mask (built once
+            # here, not per layer) is only there for layers whose pattern is captured.
+            return {"rope": rope, "mask": causal, "is_causal": True}
+        if needs_causal and causal is None:
+            causal = causal_mask(n, m, device)
         return {"rope": rope, "mask": combine_masks(causal, window, pad, bias), "is_causal": False}
 
     def run_blocks(
@@ -167,7 +170,12 @@ class Stack(nn.Module):
         prefix: str = "",
     ) -> torch.Tensor:
         """Residual stream x [b, n, D] through every block and the final norm."""
-        attn_kwargs = self.attention_inputs(x.shape[1], offset, x.device, x.dtype, attention_mask)
+        wants_patterns = capture is not None and any(
+            capture.wants(f"{prefix}blocks.{i}.attn.pattern") for i in range(len(self.blocks))
+        )
+        attn_kwargs = self.attention_inputs(
+            x.shape[1], offset, x.device, x.dtype, attention_mask, explicit_mask=wants_patterns
+        )
         cross_mask = padding_mask(context_mask) if context_mask is not None else None
         for i, block in enumerate(self.blocks):
             x = block(
