@@ -86,6 +86,10 @@ def materialize(
         real = dict(skeleton.named_buffers())
         for name in meta_buffers:
             _set_buffer(model, name, real[name].to(device))
+    # Config-derived tables (rotary speeds, sinusoidal positions) are built on the CPU.
+    for name, buffer in list(model.named_buffers()):
+        if buffer.device != device:
+            _set_buffer(model, name, buffer.to(device))
     return model.eval().requires_grad_(False)
 
 

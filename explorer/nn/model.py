@@ -35,7 +35,25 @@ from explorer.nn.positional import (
     alibi_slopes,
 )
 
-ABSOLUTE_POSITIONS = {"learned": LearnedPositions, "sinusoidal": SinusoidalPositions}
+
+def embedding_table(cls: type[nn.Embedding], rows: int, d_model: int) -> nn.Embedding:
+    """An embedding [rows, d_model] initialised N(0, 1), except on the meta device.
+
+    Loaders build models on the meta device and assign real weights; there, initialising
+    is a no-op, but torch's meta ``normal_`` imports its decompositions on first use (about
+    1 s once per process, more than a whole warm load), so it is skipped.
+    """
+    weight = torch.empty(rows, d_model)
+    if not weight.is_meta:
+        nn.init.normal_(weight)
+    return cls(rows, d_model, _weight=weight)
+
+
+def _learned_positions(n_ctx: int, d_model: int) -> LearnedPositions:
+    return embedding_table(LearnedPositions, n_ctx, d_model)
+
+
+ABSOLUTE_POSITIONS = {"learned": _learned_positions, "sinusoidal": SinusoidalPositions}
 
 
 class Embeddings(nn.Module):
@@ -44,11 +62,12 @@ class Embeddings(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.tokens = nn.Embedding(cfg.d_vocab, cfg.d_model)
+        self.tokens = embedding_table(nn.Embedding, cfg.d_vocab, cfg.d_model)
         positions = ABSOLUTE_POSITIONS.get(cfg.positional)
         self.positions = positions(cfg.n_ctx, cfg.d_model) if positions else None
         self.token_types = (
-            nn.Embedding(cfg.n_token_types, cfg.d_model) if cfg.n_token_types else None
+            embedding_table(nn.Embedding, cfg.n_token_types, cfg.d_model)
+            if cfg.n_token_types else None
         )
         self.norm = build_norm(cfg) if cfg.embed_norm else None
 

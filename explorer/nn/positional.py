@@ -18,12 +18,18 @@ import math
 import torch
 from torch import nn
 
+# The fixed tables below are computed on the CPU even inside a ``torch.device("meta")``
+# context (where loaders build models before assigning weights): they are derived from the
+# config, not loaded, and torch's meta ``arange`` imports its compiler stack on first use
+# (over 1 s once per process). ``model.to(device)`` moves them like any buffer.
+CPU = torch.device("cpu")
+
 
 def sinusoidal_table(n_ctx: int, d_model: int, base: float = 10000.0) -> torch.Tensor:
     """[n_ctx, d_model]: PE[p, 2i] = sin(p / base^(2i/D)), PE[p, 2i+1] = cos(same)."""
-    position = torch.arange(n_ctx, dtype=torch.float64)[:, None]
-    inv_freq = base ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
-    table = torch.zeros(n_ctx, d_model, dtype=torch.float64)
+    position = torch.arange(n_ctx, dtype=torch.float64, device=CPU)[:, None]
+    inv_freq = base ** (-torch.arange(0, d_model, 2, dtype=torch.float64, device=CPU) / d_model)
+    table = torch.zeros(n_ctx, d_model, dtype=torch.float64, device=CPU)
     table[:, 0::2] = torch.sin(position * inv_freq)
     table[:, 1::2] = torch.cos(position * inv_freq)
     return table.float()
@@ -46,7 +52,7 @@ class LearnedPositions(nn.Embedding):
 
 def rope_inv_freq(d_head: int, base: float = 10000.0) -> torch.Tensor:
     """[d_head / 2] rotation speeds base^(-2i/d)."""
-    return 1.0 / base ** (torch.arange(0, d_head, 2, dtype=torch.float32) / d_head)
+    return 1.0 / base ** (torch.arange(0, d_head, 2, dtype=torch.float32, device=CPU) / d_head)
 
 
 class Rotary(nn.Module):

@@ -176,3 +176,18 @@ def test_rotary_angles_survive_a_half_precision_model_cast(dtype):
     assert cos_half.dtype == dtype
     torch.testing.assert_close(cos_half, cos, atol=0, rtol=0)
     torch.testing.assert_close(sin_half, sin, atol=0, rtol=0)
+
+
+def test_fixed_tables_are_real_cpu_tensors_inside_a_meta_build() -> None:
+    """Loaders build on the meta device; config-derived tables must still hold numbers."""
+    from explorer.config import ModelConfig
+    from explorer.nn import build_model
+
+    for positional in ("rope", "sinusoidal"):
+        cfg = ModelConfig(d_model=16, n_heads=2, d_mlp=32, d_vocab=11, n_ctx=8, n_layers=1,
+                          positional=positional)
+        with torch.device("meta"):
+            model = build_model(cfg)
+        buffers = dict(model.named_buffers())
+        assert buffers and all(b.device.type == "cpu" for b in buffers.values())
+        assert all(p.is_meta for p in model.parameters())
