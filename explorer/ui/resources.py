@@ -30,11 +30,16 @@ MAX_MODELS = 2
 
 @dataclass(frozen=True)
 class ModelKey:
-    """What identifies a loaded model: the name as typed, the device and the dtype asked for."""
+    """What identifies a loaded model: the name as typed, the device and the dtype asked for.
+
+    ``local`` is True only for a local path typed in the sidebar; otherwise the name is
+    resolved as an embedded alias or hub id and never looked up on the local filesystem.
+    """
 
     name: str
     device: str = "auto"
     dtype: str = "auto"
+    local: bool = False
 
     def label(self) -> str:
         return f"{self.name} · {self.device} · {self.dtype}"
@@ -71,7 +76,7 @@ class ModelStore:
                 return loaded
             start = time.perf_counter()
             model = self.loader()(key.name, device=key.device, dtype=key.dtype,
-                                  progress=progress)
+                                  progress=progress, allow_local=key.local)
             log.info("loaded %s in %.1f s", key.label(), time.perf_counter() - start)
             # The model and everything imported so far live as long as the server: keep
             # them out of the cyclic collector's full passes (otherwise a pause of ~0.2 s

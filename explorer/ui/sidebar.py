@@ -1,10 +1,12 @@
 """The sidebar every page shares: pick a model, its device and dtype, load it.
 
 The choices are the embedded aliases (they work offline) and "Other", a free-text Hugging
-Face id or local directory. Devices are only those this machine has. A failed load leaves
-the previously loaded model in place and shows the loader's message as an ``st.error`` in
-the sidebar. The first run of a session loads the URL's model (``?model=``), else the
-default; if the URL's model fails, the default is loaded and the error shown.
+Face id or local directory (refused when the environment sets ``EXPLORER_LOCAL_MODELS=0``;
+names from the URL are never local paths). Devices are only those this machine has. A
+failed load leaves the previously loaded model in place and shows the loader's message as
+an ``st.error`` in the sidebar. The first run of a session loads the URL's model
+(``?model=``), else the default; if the URL's model fails, the default is loaded and the
+error shown.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import explorer
 from explorer.ui.resources import ModelKey, load_with_status, model_store
 from explorer.ui.state import (
     DEFAULT_MODEL,
+    is_local_model,
+    local_models_enabled,
     set_prompt,
     set_url_model,
     url_model,
@@ -90,7 +94,15 @@ def _requested_key(aliases: dict[str, str], device: str, dtype: str) -> ModelKey
             "(for example `HuggingFaceTB/SmolLM2-135M`)."
         )
         return None
-    return ModelKey(name, device, dtype)
+    local = is_local_model(name)
+    if local and not local_models_enabled():
+        st.session_state["load_error"] = (
+            "Local directories are disabled on this server (`EXPLORER_LOCAL_MODELS=0`): "
+            "pick an embedded model or type a Hugging Face id such as "
+            "`HuggingFaceTB/SmolLM2-135M`."
+        )
+        return None
+    return ModelKey(name, device, dtype, local=local)
 
 
 def render_sidebar() -> ModelKey | None:
@@ -133,7 +145,7 @@ def render_sidebar() -> ModelKey | None:
         lm = model_store().get(key)
         where = f" on {lm.device} · {str(lm.dtype).removeprefix('torch.')}" if lm else ""
         sidebar.success(f"Loaded **{escape_markdown(key.name)}**{where}")
-        set_url_model(key.name)
+        set_url_model(key.name, local=key.local)
     if "prompt" in st.session_state:  # page changes clear the URL: write it back
         set_prompt(st.session_state["prompt"])
     return key

@@ -1,17 +1,24 @@
 """What lives in the URL (``st.query_params``): the model and the prompt, validated.
 
 A copied link reopens the same view: the sidebar writes ``?model=`` when a model loads, the
-prompt box writes ``&prompt=``. Values from the URL are untrusted: a model name must look like
-an alias, a hub id (``org/name``) or a path, and a prompt is cut to ``MAX_URL_PROMPT``
-characters.
+prompt box writes ``&prompt=``. Values from the URL are untrusted: a model name from the URL
+must be an embedded alias or look like a hub id (``org/name``), never a local path (a shared
+link must not make the server read its disk), and a prompt is cut to ``MAX_URL_PROMPT``
+characters. Local directories typed into the sidebar are allowed unless the environment
+variable ``EXPLORER_LOCAL_MODELS`` is ``0`` (public deployments).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+from pathlib import Path
 
 import streamlit as st
+
+from explorer.models.embedded import EMBEDDED_MODELS
+from explorer.models.sources import is_hub_id
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +40,63 @@ def valid_model_name(name: str) -> bool:
     )
 
 
+def valid_url_model_name(name: str) -> bool:
+    """Whether a model name from the URL may be loaded: an embedded alias or a hub id.
+
+    Anything path-like (leading ``/``, ``.`` or ``~``, a ``..`` segment, a backslash) is
+    refused, so a shared link can never point the server at a local directory.
+    """
+    if not valid_model_name(name):
+        return False
+    return name.lower() in EMBEDDED_MODELS or not looks_like_local_path(name)
+
+
+def looks_like_local_path(name: str) -> bool:
+    """Whether a typed model name is written as a filesystem path (not an alias or hub id)."""
+    return (
+        name.startswith(("/", ".", "~"))
+        or "\\" in name
+        or ".." in name
+        or name.lower().endswith(".gguf")
+        or (name.lower() not in EMBEDDED_MODELS and not is_hub_id(name))
+    )
+
+
+def local_models_enabled() -> bool:
+    """False when the environment sets ``EXPLORER_LOCAL_MODELS=0`` (public deployments)."""
+    value = os.environ.get("EXPLORER_LOCAL_MODELS", "1").strip().lower()
+    return value not in ("0", "false", "no", "off")
+
+
+def is_local_model(name: str) -> bool:
+    """Whether a name typed in the sidebar should be loaded from the local filesystem.
+
+    True for path-like names and, when local models are enabled, for names that exist on
+    disk (a relative ``models/gpt2`` directory looks like a hub id).
+    """
+    if looks_like_local_path(name):
+        return True
+    return local_models_enabled() and Path(name).expanduser().exists()
+
+
 def url_model() -> str | None:
-    """The model named in the URL, or None when absent or malformed."""
+    """The model named in the URL, or None when absent, malformed or a local path."""
     name = st.query_params.get("model")
     if name is None:
         return None
     name = name.strip()
-    if not valid_model_name(name):
-        log.warning("ignoring malformed model name in the URL: %r", name[:80])
+    if not valid_url_model_name(name):
+        log.warning("ignoring model name in the URL (not an alias or hub id): %r", name[:80])
         return None
     return name
 
 
-def set_url_model(name: str) -> None:
-    if st.query_params.get("model") != name:
+def set_url_model(name: str, local: bool = False) -> None:
+    """Put the model in the URL; a local path is never written there (it would be refused)."""
+    if local:
+        if "model" in st.query_params:
+            del st.query_params["model"]
+    elif st.query_params.get("model") != name:
         st.query_params["model"] = name
 
 

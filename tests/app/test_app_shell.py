@@ -77,3 +77,28 @@ def test_switching_model_with_load_button(app) -> None:
 )
 def test_valid_model_name(name: str, ok: bool) -> None:
     assert valid_model_name(name) is ok
+
+
+def test_url_local_path_is_never_loaded(app, tmp_path) -> None:
+    """A shared link naming a local directory loads the default model, not the directory."""
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    app.query_params["model"] = str(tmp_path)
+    app.run()
+    assert not app.exception
+    assert app.session_state["model_key"].name == "smollm2-135m"
+    assert app.session_state["model_key"].local is False
+    assert app.query_params["model"] == "smollm2-135m"
+    assert app.selectbox(key="model_choice").value == "smollm2-135m"
+
+
+def test_local_directories_refused_when_disabled(app, monkeypatch) -> None:
+    monkeypatch.setenv("EXPLORER_LOCAL_MODELS", "0")
+    app.run()
+    app.selectbox(key="model_choice").select(OTHER).run()
+    app.text_input(key="model_custom").input("/definitely/not/a/dir").run()
+    app.button[0].click().run()
+    assert not app.exception
+    errors = sidebar_errors(app)
+    assert len(errors) == 1 and "Local directories are disabled" in errors[0]
+    assert "EXPLORER_LOCAL_MODELS=0" in errors[0]
+    assert app.session_state["model_key"].name == "smollm2-135m"
