@@ -15,6 +15,7 @@ from explorer.generation import (
     prompt_ids,
 )
 from explorer.ui import page_header, require_model
+from explorer.ui.resources import model_label
 from explorer.ui.widgets import escape_markdown, prompt_box
 from explorer.viz.generation import (
     alternatives_text,
@@ -47,11 +48,10 @@ if cfg.kind != "decoder":
     st.info(f"{escape_markdown(lm.name)} is an {cfg.kind} model: it does not generate text. "
             "Pick a decoder such as smollm2-135m in the sidebar.")
     st.stop()
-model_label = f"{lm.name}|{lm.device}|{lm.dtype}"
 state = st.session_state.setdefault(STATE, {})
-if state.get("model") != model_label:  # another model: the old run's tokens mean nothing
+if state.get("model") != model_label(lm):  # another model: the old run's tokens mean nothing
     state.clear()
-    state["model"] = model_label
+    state["model"] = model_label(lm)
 if state.get("running"):  # the last run was interrupted (Stop, or any widget change)
     state["running"] = False
     record = state.get("record")

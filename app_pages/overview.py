@@ -6,6 +6,7 @@ import streamlit as st
 
 from explorer.analysis.params import format_count, parameter_counts
 from explorer.ui import page_header, require_model
+from explorer.ui.resources import model_label
 from explorer.ui.widgets import escape_markdown
 from explorer.viz.architecture import architecture_dot
 from explorer.viz.params import parameter_bar_chart
@@ -25,7 +26,7 @@ def counts_for(model_label: str, _model: object) -> dict[str, int]:
     return parameter_counts(_model)
 
 
-counts = counts_for(f"{lm.name}|{lm.device}|{lm.dtype}", lm.model)
+counts = counts_for(model_label(lm), lm.model)
 total = sum(counts.values())
 
 st.subheader(escape_markdown(lm.name))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer.ui import page_header, require_model
+from explorer.ui.resources import model_label
 from explorer.ui.widgets import chips_for, prompt_box, render_token_chips, tokenize
 from explorer.viz.token_chips import show_invisible
 
@@ -16,7 +17,7 @@ page_header(
 )
 lm = require_model()
 tokenizer = lm.tokenizer
-label = f"{lm.name}|{lm.device}|{lm.dtype}"
+label = model_label(lm)
 
 text = prompt_box("Text to tokenize", page_key="tokenizer")
 ids, pieces = tokenize(label, text, tokenizer)

@@ -33,6 +33,7 @@ from explorer.analysis.attention_run import (
     analyse_attention,
     induction_test,
 )
+from explorer.ui.resources import model_label
 from explorer.ui.state import DEFAULT_PROMPT, get_prompt
 from explorer.ui.widgets import chips_for, tokenize
 from explorer.viz import head_map_chart
@@ -64,10 +65,6 @@ class PageRun:
 
     def stack(self, name: str) -> StackRun:
         return self.run.stacks[name]
-
-
-def model_label(lm: Any) -> str:
-    return f"{lm.name}|{lm.device}|{lm.dtype}"
 
 
 def _tokens(lm: Any, text: str, limit: int) -> tuple[Tokens, list[str], int | None]:

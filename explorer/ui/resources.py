@@ -91,6 +91,17 @@ class ModelStore:
             return model
 
 
+def model_label(lm: Any) -> str:
+    """The key that identifies a loaded model in ``st.cache_data``/``cache_resource`` keys.
+
+    Includes where the weights came from: the model's name alone is the last path component
+    for local directories, so ``/a/model`` and ``/b/model`` (or a local ``smollm2-135m``
+    directory and the embedded alias) would otherwise share cached tokens and analyses.
+    """
+    source = getattr(getattr(lm, "source", None), "path", None)
+    return f"{lm.name}|{source or ''}|{lm.device}|{lm.dtype}"
+
+
 @st.cache_resource(show_spinner=False)
 def model_store() -> ModelStore:
     """The one store of this server process."""
