@@ -96,12 +96,3 @@ def save_entry(
         raise
     return final
 
-
-def clear_entries(path: Path) -> int:
-    """Remove every entry for ``path``'s stem (any key); returns how many were removed."""
-    stem = re.sub(r"[^\w.-]+", "-", Path(path).stem)[:60]
-    removed = 0
-    for entry in cache_root().glob(f"{stem}-*"):
-        shutil.rmtree(entry, ignore_errors=True)
-        removed += 1
-    return removed

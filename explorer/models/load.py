@@ -14,7 +14,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -189,7 +188,3 @@ def load(
         device=dev, dtype=dt, load_seconds=seconds, from_cache=from_cache,
     )
 
-
-def loaded_path(lm: LoadedModel) -> Path:
-    """The file or directory the model's weights came from."""
-    return lm.source.path
