@@ -11,6 +11,14 @@ from explorer.ui.state import valid_model_name
 pytestmark = pytest.mark.slow
 
 
+def _load_typed_name(app, name: str) -> None:
+    """Run the app, then type ``name`` under "Other" in the sidebar and press Load."""
+    app.run()
+    app.selectbox(key="model_choice").select(OTHER).run()
+    app.text_input(key="model_custom").input(name).run()
+    app.button[0].click().run()
+
+
 def test_first_run_loads_default_model_and_writes_url(app) -> None:
     app.run()
     assert not app.exception
@@ -40,10 +48,7 @@ def test_unknown_url_model_falls_back_to_default_with_error(app) -> None:
 
 
 def test_failed_load_keeps_previous_model(app) -> None:
-    app.run()
-    app.selectbox(key="model_choice").select(OTHER).run()
-    app.text_input(key="model_custom").input("/definitely/not/a/dir").run()
-    app.button[0].click().run()
+    _load_typed_name(app, "/definitely/not/a/dir")
     assert not app.exception
     errors = sidebar_errors(app)
     assert len(errors) == 1 and "Could not load" in errors[0]
@@ -52,10 +57,7 @@ def test_failed_load_keeps_previous_model(app) -> None:
 
 
 def test_malformed_name_is_refused_before_loading(app) -> None:
-    app.run()
-    app.selectbox(key="model_choice").select(OTHER).run()
-    app.text_input(key="model_custom").input("http://evil.example/<script>").run()
-    app.button[0].click().run()
+    _load_typed_name(app, "http://evil.example/<script>")
     assert "not a model id or a path" in sidebar_errors(app)[0]
     assert app.session_state["model_key"].name == "smollm2-135m"
 
@@ -93,10 +95,7 @@ def test_url_local_path_is_never_loaded(app, tmp_path) -> None:
 
 def test_local_directories_refused_when_disabled(app, monkeypatch) -> None:
     monkeypatch.setenv("EXPLORER_LOCAL_MODELS", "0")
-    app.run()
-    app.selectbox(key="model_choice").select(OTHER).run()
-    app.text_input(key="model_custom").input("/definitely/not/a/dir").run()
-    app.button[0].click().run()
+    _load_typed_name(app, "/definitely/not/a/dir")
     assert not app.exception
     errors = sidebar_errors(app)
     assert len(errors) == 1 and "Local directories are disabled" in errors[0]
