@@ -32,7 +32,10 @@ _MODEL_NAME = re.compile(r"^[\w.\-/~ ]+$")
 
 
 def valid_model_name(name: str) -> bool:
-    """Whether a (user or URL supplied) model name is worth trying to load."""
+    """Whether a typed model name is well formed (alias, hub id or path; no URL, no markup).
+
+    Names from the URL must also pass :func:`valid_url_model_name`.
+    """
     return (
         0 < len(name) <= MAX_MODEL_NAME
         and bool(_MODEL_NAME.match(name))
