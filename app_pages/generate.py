@@ -133,7 +133,7 @@ def prompt_tokens() -> object:
             return chat_ids(lm, [*state.get("chat", []), {"role": "user", "content": message}])
         return prompt_ids(lm, message)
     except ValueError as exc:
-        notices.warning(str(exc))
+        notices.warning(escape_markdown(str(exc)))
     except Exception as exc:  # a chat template is Jinja from the model repo: may refuse
         log.exception("could not build the prompt")
         notices.error(f"The prompt could not be prepared ({type(exc).__name__}).")
@@ -188,7 +188,7 @@ if start:
             run_generation(ids)
         except ValueError as exc:
             state["running"] = False
-            notices.warning(str(exc))
+            notices.warning(escape_markdown(str(exc)))
         except Exception as exc:
             state["running"] = False
             log.exception("generation failed")

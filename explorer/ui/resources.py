@@ -75,8 +75,13 @@ class ModelStore:
             if loaded is not None:
                 return loaded
             start = time.perf_counter()
-            model = self.loader()(key.name, device=key.device, dtype=key.dtype,
-                                  progress=progress, allow_local=key.local)
+            try:
+                model = self.loader()(key.name, device=key.device, dtype=key.dtype,
+                                      progress=progress, allow_local=key.local)
+            except BaseException:
+                with self._lock:  # made-up names from URLs must not pile up locks
+                    self._key_locks.pop(key, None)
+                raise
             log.info("loaded %s in %.1f s", key.label(), time.perf_counter() - start)
             # The model and everything imported so far live as long as the server: keep
             # them out of the cyclic collector's full passes (otherwise a pause of ~0.2 s
@@ -87,6 +92,7 @@ class ModelStore:
                 self._models[key] = model
                 while len(self._models) > self._max_models:
                     dropped, _ = self._models.popitem(last=False)
+                    self._key_locks.pop(dropped, None)
                     log.info("dropped %s from the model store", dropped.label())
             return model
 

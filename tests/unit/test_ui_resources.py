@@ -26,3 +26,24 @@ def test_same_directory_name_in_two_places_gets_two_labels() -> None:
 
 def test_label_without_a_source() -> None:
     assert model_label(_lm("tiny", None)) == "tiny||cpu|torch.float32"
+
+
+def test_failed_and_dropped_loads_leave_no_lock_behind() -> None:
+    """Made-up model names (e.g. from URLs) must not grow the store's lock table forever."""
+    import pytest
+
+    from explorer.ui.resources import ModelKey, ModelStore
+
+    def loader(name: str, **kwargs) -> object:
+        if name.startswith("bad"):
+            raise FileNotFoundError(name)
+        return SimpleNamespace(name=name)
+
+    store = ModelStore(loader=loader, max_models=1)
+    for i in range(5):
+        with pytest.raises(FileNotFoundError):
+            store.load(ModelKey(f"bad-{i}"))
+    assert store._key_locks == {}
+    store.load(ModelKey("first"))
+    store.load(ModelKey("second"))  # drops "first": at most one model is kept
+    assert set(store._key_locks) == {ModelKey("second")}
