@@ -18,8 +18,9 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname
 # Section -> pages, in sidebar order. The first page of the first section is the home page.
 PAGES: dict[str, list[st.Page]] = {
     "Model": [
+        # The default page is served at "/" (Streamlit ignores its url_path).
         st.Page("app_pages/overview.py", title="Overview", icon=":material/account_tree:",
-                url_path="overview", default=True),
+                default=True),
         st.Page("app_pages/tokenizer.py", title="Tokenizer", icon=":material/text_fields:",
                 url_path="tokenizer"),
     ],
