@@ -29,10 +29,11 @@ from benchmarks.common import (
 
 logger = logging.getLogger("benchmarks.forward")
 
-# What transformers returns with output_attentions + output_hidden_states (every pattern and
-# the residual stream at every layer boundary), plus our residual stream mid-block.
-CAPTURED = ["embed", "blocks.*.attn.pattern", "blocks.*.resid_pre", "blocks.*.resid_mid",
-            "blocks.*.resid_post", "final_norm"]
+# What transformers returns with output_attentions + output_hidden_states: every pattern and
+# the residual stream at every layer boundary (resid_post of a block is the next block's
+# resid_pre, the same tensor; final_norm is transformers' last hidden state).
+CAPTURED = ["embed", "blocks.*.attn.pattern", "blocks.*.resid_pre", "blocks.*.resid_post",
+            "final_norm"]
 
 
 def main() -> None:
