@@ -150,11 +150,13 @@ def head_explorer(page_run: ui.PageRun) -> None:
             icon=":material/download:")
 
     st.subheader("One query token")
-    n_queries = len(view.q_labels)
-    if st.session_state.get("attn_query") not in range(n_queries):
-        st.session_state["attn_query"] = n_queries - 1
-    query = st.selectbox("Query token", range(n_queries), key="attn_query",
-                         format_func=lambda q: view.q_labels[q])
+    # Options are the labels themselves ("31: ␣watches"), not indices with a format_func:
+    # with indices, a new prompt kept index 31 and the browser kept showing the old prompt's
+    # label for it. A label that is not in the new prompt falls back to the last token.
+    q_labels = list(view.q_labels)
+    if st.session_state.get("attn_query") not in q_labels:
+        st.session_state["attn_query"] = q_labels[-1]
+    query = q_labels.index(st.selectbox("Query token", q_labels, key="attn_query"))
     lines_for = st.radio("Lines for", ["head", "layer"], horizontal=True, key="attn_lines",
                          format_func={"head": f"the selected head ({names[head]})",
                                       "layer": f"all {n_heads} heads of layer {layer}"}.get)

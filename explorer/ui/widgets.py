@@ -17,7 +17,7 @@ import streamlit as st
 from explorer.ui.state import get_prompt, set_prompt
 from explorer.viz.token_chips import TokenChip, chips_html, token_chips
 
-MAX_PROMPT_CHARS = 4_000
+MAX_PROMPT_CHARS = 12_000  # enough for 1,024 tokens of prose or code; pages cut by tokens
 MAX_CHIPS = 1_000
 _MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:=&])")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from explorer.ui.widgets import MAX_PROMPT_CHARS
+
 pytestmark = pytest.mark.slow
 
 TOKENIZER = "app_pages/tokenizer.py"
@@ -42,8 +44,8 @@ def test_hostile_text_is_escaped(app, text: str) -> None:
     assert "<img" not in chips and "onerror=alert(1)>" not in chips
     if "<img" in text:
         assert '"tx-piece">&lt;</span>' in chips and '"tx-piece">)&gt;</span>' in chips
-    if len(text) > 4_000:
-        assert any("only the first 4,000 are used" in w.value for w in at.warning)
+    if len(text) > MAX_PROMPT_CHARS:
+        assert any(f"only the first {MAX_PROMPT_CHARS:,} are used" in w.value for w in at.warning)
     if not text:
         assert token_count(at) == "0"
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from browser_helpers import assert_no_exception, wait_idle
 
+from explorer.ui.widgets import MAX_PROMPT_CHARS
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,7 @@ def test_hostile_input_renders_literally(app_server, page, screenshot_dir, name)
     assert_no_exception(page)
     main = page.locator('[data-testid="stMain"]')
     if name == "long":
-        assert main.get_by_text("only the first 4,000 are used").count() == 1
+        assert main.get_by_text(f"only the first {MAX_PROMPT_CHARS:,} are used").count() == 1
     if name == "empty":
         assert _token_count(page) == "0"
     if name == "html":
