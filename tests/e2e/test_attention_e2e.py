@@ -68,3 +68,19 @@ def test_hostile_prompt_is_literal_text(app_server, page, screenshot_dir) -> Non
     assert "&lt;" not in hover and "&#36;" not in hover  # entities decoded, shown as text
     page.screenshot(path=str(screenshot_dir / "attention-hostile.png"), full_page=True)
     assert_no_exception(page)
+
+
+def test_query_select_follows_a_new_prompt(app_server, page) -> None:
+    """The query-token box shows the current prompt's tokens after the prompt changes (it once
+    kept the previous prompt's label for the same position)."""
+    open_attention(page, app_server["url"], "One two three four five six seven eight nine ten")
+    box = page.get_by_label("Prompt")
+    box.fill("Alpha beta gamma delta epsilon zeta eta theta iota kappa lambda")
+    box.press("Control+Enter")
+    page.wait_for_timeout(500)
+    wait_idle(page)
+    query_box = page.locator('[data-testid="stSelectbox"]').filter(has_text="Query token").first
+    shown = (query_box.text_content() or "") + " ".join(
+        query_box.locator("input").evaluate_all("els => els.map(e => e.value)"))
+    assert "lambda" in shown and "ten" not in shown, shown
+    assert_no_exception(page)
