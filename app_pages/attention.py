@@ -121,8 +121,10 @@ def head_explorer(page_run: ui.PageRun) -> None:
                            width="stretch")
         pick = st.columns(2)
         pick[0].selectbox("Layer", range(n_layers), key=ui.LAYER_KEY)
-        pick[1].selectbox("Head", range(n_heads), key=ui.HEAD_KEY,
-                          format_func=lambda h: names[h])
+        # Plain numbers: a label that depends on the model (its kv group) could stay stale
+        # in the browser when the model changes and the value does not; the heatmap title
+        # and the grouped-query note name the kv group.
+        pick[1].selectbox("Head", range(n_heads), key=ui.HEAD_KEY)
         has_special = bool(stack.queries.special.any() or stack.keys.special.any())
         hide = st.toggle("Hide special tokens and renormalise", key="attn_hide_special",
                          disabled=not has_special,
