@@ -90,6 +90,18 @@ def tiny_qwen2(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_mistral(tmp_path_factory):
+    """Mistral: a sliding window (4) shorter than the test sequences, so it really masks."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    return _tiny(lambda: (MistralForCausalLM, MistralConfig(
+        hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
+        num_hidden_layers=2, vocab_size=VOCAB, max_position_embeddings=64, sliding_window=4,
+        tie_word_embeddings=False,
+    )), tmp_path_factory, "mistral", 5)
+
+
+@pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory):
     from transformers import BertConfig, BertForMaskedLM
 

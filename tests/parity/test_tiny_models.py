@@ -23,7 +23,7 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
 
 
-@pytest.mark.parametrize("fixture", ["tiny_gpt2", "tiny_llama", "tiny_qwen2"])
+@pytest.mark.parametrize("fixture", ["tiny_gpt2", "tiny_llama", "tiny_qwen2", "tiny_mistral"])
 def test_decoder_parity(fixture: str, request: pytest.FixtureRequest) -> None:
     ref, directory = request.getfixturevalue(fixture)
     lm = explorer.load(directory, device="cpu", dtype="float32")
@@ -47,6 +47,15 @@ def test_llama_gqa_config(tiny_llama) -> None:
     lm = explorer.load(tiny_llama[1], device="cpu", dtype="float32")
     assert (lm.config.n_heads, lm.config.n_kv_heads, lm.config.family) == (4, 2, "llama")
     assert not lm.config.tied_embeddings
+
+
+def test_mistral_sliding_window(tiny_mistral) -> None:
+    """Mistral's window of 4 keys (i - 4 < j <= i) is our local window of 3 each side."""
+    lm = explorer.load(tiny_mistral[1], device="cpu", dtype="float32")
+    assert lm.config.window == 3
+    _, cache = lm.model.run_with_cache(_ids(13, seed=7))
+    pattern = cache["blocks.0.attn.pattern"][0, 0]
+    assert pattern[12, :9].abs().max() == 0 and pattern[12, 9:].sum().item() == pytest.approx(1)
 
 
 def test_qwen2_has_qkv_biases(tiny_qwen2) -> None:
