@@ -167,13 +167,12 @@ class Stack(nn.Module):
             window = local_window_mask(n, self.cfg.window, self.causal, m, device)
         pad = padding_mask(attention_mask) if attention_mask is not None else None
         needs_causal = self.causal and n > 1
-        causal = causal_mask(n, m, device) if needs_causal and explicit_mask else None
         if needs_causal and offset == 0 and (bias, window, pad) == (None, None, None):
             # Plain causal: the fused kernel applies it itself; the explicit mask (built once
             # here, not per layer) is only there for layers whose pattern is captured.
+            causal = causal_mask(n, m, device) if explicit_mask else None
             return {"rope": rope, "mask": causal, "is_causal": True}
-        if needs_causal and causal is None:
-            causal = causal_mask(n, m, device)
+        causal = causal_mask(n, m, device) if needs_causal else None
         return {"rope": rope, "mask": combine_masks(causal, window, pad, bias), "is_causal": False}
 
     def run_blocks(
