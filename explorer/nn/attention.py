@@ -40,13 +40,18 @@ def attention_pattern(
     NaN, as torch's fused kernel does; every other row sums to 1.
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    # Scaling q ([.., n, d]) instead of the scores ([.., n, m]) saves a pass over n x m.
-    scores = torch.matmul(q * scale, k.transpose(-2, -1))  # [b, h, n, m]
-    if mask is not None:
-        if mask.dtype == torch.bool:
-            scores.masked_fill_(mask.logical_not(), float("-inf"))
-        else:
-            scores += mask
+    *batch, n, d = q.shape
+    m = k.shape[-2]
+    q3, k3 = q.reshape(-1, n, d), k.reshape(-1, m, d).transpose(1, 2)
+    # One GEMM computes scale * q k^T + bias (baddbmm's alpha and beta), so neither the
+    # scaling nor the mask costs another pass over the n x m scores (eager attention makes
+    # three: the product, the scaling and the mask).
+    if mask is None:
+        scores = torch.baddbmm(q3.new_empty(()), q3, k3, beta=0.0, alpha=scale)
+    else:
+        bias = additive_mask(mask, q.dtype).expand(*batch, n, m).reshape(-1, n, m)
+        scores = torch.baddbmm(bias, q3, k3, alpha=scale)
+    scores = scores.view(*batch, n, m)
     softmax_dtype = torch.promote_types(scores.dtype, torch.float32)
     pattern = torch.softmax(scores, dim=-1, dtype=softmax_dtype)
     # A fully masked row's softmax is NaN in every column; make it zero. Looking at the
@@ -70,6 +75,15 @@ def scaled_dot_product_attention(
     """
     pattern = attention_pattern(q, k, mask, scale)
     return torch.matmul(pattern, v), pattern
+
+
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A mask as a bias added to the scores: a bool mask (True = allowed) becomes 0 / -inf,
+    a float mask is already one."""
+    if mask.dtype != torch.bool:
+        return mask.to(dtype)
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(
+        mask.logical_not(), float("-inf"))
 
 
 def causal_mask(n: int, m: int | None = None, device: torch.device | None = None) -> torch.Tensor:

@@ -20,7 +20,13 @@ import torch
 from torch import nn
 
 from explorer.config import ModelConfig
-from explorer.nn.attention import causal_mask, combine_masks, local_window_mask, padding_mask
+from explorer.nn.attention import (
+    additive_mask,
+    causal_mask,
+    combine_masks,
+    local_window_mask,
+    padding_mask,
+)
 from explorer.nn.block import TransformerBlock
 from explorer.nn.capture import ActivationCache, Capture, NameFilter
 from explorer.nn.kv_cache import KVCache
@@ -170,7 +176,7 @@ class Stack(nn.Module):
         if needs_causal and offset == 0 and (bias, window, pad) == (None, None, None):
             # Plain causal: the fused kernel applies it itself; the explicit mask (built once
             # here, not per layer) is only there for layers whose pattern is captured.
-            causal = causal_mask(n, m, device) if explicit_mask else None
+            causal = additive_mask(causal_mask(n, m, device), dtype) if explicit_mask else None
             return {"rope": rope, "mask": causal, "is_causal": True}
         causal = causal_mask(n, m, device) if needs_causal else None
         return {"rope": rope, "mask": combine_masks(causal, window, pad, bias), "is_causal": False}
