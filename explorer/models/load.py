@@ -28,6 +28,7 @@ from explorer.models.memory import check_memory, count_parameters
 from explorer.models.sources import Source, read_hf_config, read_safetensors, resolve, weight_files
 from explorer.models.tokenizer import load_tokenizer
 from explorer.nn.model import build_model
+from explorer.nn.packing import pack_model
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def materialize(
     model.load_state_dict(state, strict=False, assign=True)
     if tied:
         model.head.unembed.weight = model.embed.tokens.weight
+    pack_model(model)
     meta_buffers = [n for n, b in model.named_buffers() if b.is_meta]
     if meta_buffers:
         skeleton = build_model(cfg.replace(n_layers=0, n_decoder_layers=0, d_vocab=1, d_mlp=1))

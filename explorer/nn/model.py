@@ -32,6 +32,7 @@ from explorer.nn.capture import ActivationCache, Capture, NameFilter
 from explorer.nn.kv_cache import KVCache
 from explorer.nn.mlp import ACTIVATIONS
 from explorer.nn.norms import build_norm
+from explorer.nn.packing import pack_model
 from explorer.nn.positional import (
     LearnedPositions,
     RelativePositionBias,
@@ -366,4 +367,4 @@ class EncoderDecoderTransformer(nn.Module):
 def build_model(cfg: ModelConfig) -> nn.Module:
     """A randomly initialised model of the kind ``cfg.kind`` names."""
     model_class = EncoderDecoderTransformer if cfg.kind == "encoder-decoder" else Transformer
-    return model_class(cfg)
+    return pack_model(model_class(cfg))

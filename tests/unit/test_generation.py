@@ -175,20 +175,34 @@ FALLBACK_CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("positional", POSITIONALS)
-def test_fast_step_logits_equal_model_forward_every_step(positional: str) -> None:
-    lm = tiny_lm(positional, seed=3)
+FAST_VARIANTS = {  # every path through FastDecoder's step
+    "rope": ("rope", {}),
+    "learned": ("learned", {}),
+    "alibi": ("alibi", {}),
+    "gpt2-biases": ("learned", {"qkv_bias": True, "out_bias": True, "mlp_bias": True}),
+    "qwen2-biases": ("rope", {"qkv_bias": True}),
+}
+
+
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "unpacked"])
+@pytest.mark.parametrize("variant", FAST_VARIANTS)
+def test_fast_step_equals_model_forward_every_step(variant: str, packed: bool) -> None:
+    positional, overrides = FAST_VARIANTS[variant]
+    lm = tiny_lm(positional, seed=3, **overrides)
+    if not packed:  # .to() gives each parameter its own storage: concatenated copies
+        lm.model.to(torch.float64).to(torch.float32)
     ids = torch.randint(0, 257, (1, 16), generator=torch.Generator().manual_seed(2))
     cache = KVCache(lm.config, 16)
     fast = FastDecoder.build(lm.model, cache)
     assert fast is not None
     with torch.no_grad():
-        full = lm.model(ids)
+        full, captured = lm.model.run_with_cache(ids, names=["blocks.*.attn.pattern"])
+        patterns = captured.stack("attn.pattern")[:, 0]  # [L, h, n, n]
         lm.model(ids[:, :4], kv_cache=cache)
         for i in range(4, 16):
             logits, attention = fast.step(ids[:, i:i + 1], capture_attention=True)
             assert torch.allclose(logits, full[0, i], atol=1e-5)
-            assert attention.shape == (2, 4, i + 1)
+            assert torch.allclose(attention, patterns[:, :, i, :i + 1], atol=1e-6)
     assert cache.length == 16
 
 
