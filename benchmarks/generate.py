@@ -16,8 +16,6 @@ first token for a 256-token prompt; bfloat16 weights; the cost of capturing atte
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 import logging
 import os
 import statistics
@@ -102,8 +100,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     lm = explorer.load(args.model, device="cpu", dtype="float32")
-    lm_bf16 = dataclasses.replace(lm, model=copy.deepcopy(lm.model).to(torch.bfloat16),
-                                  dtype=torch.bfloat16)
+    lm_bf16 = explorer.load(args.model, device="cpu", dtype="bfloat16")  # as the app loads it
     ref = transformers_llama(lm.model, lm.config, "sdpa")
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(100, 20000, (1, args.prompt_tokens), generator=gen)

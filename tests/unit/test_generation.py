@@ -33,6 +33,7 @@ from explorer.generation import (
 )
 from explorer.generation.fast_step import FastDecoder
 from explorer.nn import KVCache, build_model
+from explorer.nn.packing import pack_model
 
 EOS = 256
 
@@ -407,3 +408,25 @@ def test_record_keeps_steps_and_attention_rows() -> None:
     assert averaged.attention_row(0, 0, None).shape == (8,)
     assert averaged.attention_row(0, 0, 1) is None and not averaged.has_heads()
     assert record.tokens_per_s > 0 and record.ttft == steps[0].elapsed
+
+
+@pytest.mark.parametrize("variant", ["rope", "gpt2-biases"])
+def test_fast_step_in_bfloat16_is_as_close_to_float32_as_the_model(variant: str) -> None:
+    """Half types take other kernels (oneDNN's blocked weights, attention in float32): the
+    step's logits are no further from float32 math on the same weights than the model's own
+    bfloat16 forward is."""
+    positional, overrides = FAST_VARIANTS[variant]
+    lm = tiny_lm(positional, seed=3, **overrides)
+    model = pack_model(lm.model.to(torch.bfloat16))
+    reference = copy.deepcopy(model).float()
+    ids = torch.randint(0, 257, (1, 12), generator=torch.Generator().manual_seed(2))
+    cache = KVCache(lm.config, 12, dtype=torch.bfloat16)
+    fast = FastDecoder.build(model, cache)
+    with torch.no_grad():
+        exact, half = reference(ids)[0], model(ids)[0].float()
+        model(ids[:, :4], kv_cache=cache)
+        for i in range(4, 12):
+            logits, attention = fast.step(ids[:, i:i + 1], capture_attention=True)
+            model_error = (half[i] - exact[i]).abs().max()
+            assert (logits - exact[i]).abs().max() <= max(1.5 * model_error, 0.02)
+            assert torch.allclose(attention.sum(-1), torch.ones(2, 4), atol=1e-5)
