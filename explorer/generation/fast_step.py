@@ -7,8 +7,9 @@ call, einops, a module call per sub-layer) costs a noticeable share of a step. T
 runs the same math for a single new token with the model's own parameters and as few tensor
 ops as possible: q, k, v (and gate, up) come from one matrix-vector product over their
 packed rows (`explorer.nn.packing`); RMSNorm's 1/rms rides in that product's alpha; RoPE is
-one [d, d] rotation matrix per step (the attention scale folded into q's) and writes the
-rotated key straight into the cache; the cache views of every layer are made once per step.
+one [d, d] rotation matrix per step (the attention scale folded into q's); the cache views
+of every layer are made once per step. Half types (bfloat16, float16) multiply with weights
+reordered into oneDNN's blocked layout and attend in float32, where this CPU is faster.
 It returns the attention row of every layer for free when asked: the softmax it computes
 is the pattern of the one query.
 
