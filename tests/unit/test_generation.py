@@ -411,6 +411,23 @@ def test_record_keeps_steps_and_attention_rows() -> None:
 
 
 @pytest.mark.parametrize("variant", ["rope", "gpt2-biases"])
+def test_fast_step_in_float64_matches_to_rounding(variant: str) -> None:
+    positional, overrides = FAST_VARIANTS[variant]
+    lm = tiny_lm(positional, seed=3, **overrides)
+    model = pack_model(lm.model.to(torch.float64))
+    ids = torch.randint(0, 257, (1, 10), generator=torch.Generator().manual_seed(2))
+    cache = KVCache(lm.config, 10, dtype=torch.float64)
+    fast = FastDecoder.build(model, cache)
+    with torch.no_grad():
+        full = model(ids)[0]
+        model(ids[:, :3], kv_cache=cache)
+        for i in range(3, 10):
+            logits, _ = fast.step(ids[:, i:i + 1])
+            assert logits.dtype == torch.float32  # logits leave as float32 on every path
+            assert torch.allclose(logits.double(), full[i], atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["rope", "gpt2-biases"])
 def test_fast_step_in_bfloat16_is_as_close_to_float32_as_the_model(variant: str) -> None:
     """Half types take other kernels (oneDNN's blocked weights, attention in float32): the
     step's logits are no further from float32 math on the same weights than the model's own
