@@ -17,7 +17,12 @@ from explorer.generation import (
 )
 from explorer.ui import page_header, require_model
 from explorer.ui.resources import model_label
-from explorer.ui.widgets import escape_markdown, prompt_box
+from explorer.ui.widgets import (
+    apply_new_click,
+    escape_markdown,
+    plotly_clicked_x,
+    prompt_box,
+)
 from explorer.viz.generation import (
     alternatives_text,
     candidates_figure,
@@ -37,6 +42,7 @@ STATE = "generate"  # st.session_state[STATE]: this browser session's generation
 FINISHED = {"eos": "end of text", "max_new_tokens": "token limit", "context": "context full",
             "stopped": "stopped"}
 MEAN = "mean of heads"
+STEP_KEY, TIMELINE = "generate_step_pick", "gen_timeline"
 
 page_header(
     "Generate",
@@ -161,7 +167,7 @@ def run_generation(ids) -> None:
             notices.info(f"This run is long: attention is kept {kept_as}.")
     kept = fit.ids[0].tolist()
     record = GenerationRecord(prompt_ids=kept, prompt_cut=fit.cut, storage=storage)
-    st.session_state.pop("generate_step_pick", None)  # show the newest step when done
+    st.session_state.pop(STEP_KEY, None)  # show the newest step when done
     state.update(record=record, running=True,
                  prompt_text=tokenizer.decode(kept, skip_special_tokens=False),
                  prompt_labels=[tokenizer.decode([i]) for i in kept])
@@ -209,14 +215,19 @@ if record is None or not len(record):
 n = len(record)
 selected = 0
 if n > 1:
-    picked = st.session_state.setdefault("generate_step_pick", n - 1)
-    st.session_state["generate_step_pick"] = min(max(int(picked), 0), n - 1)
-    selected = st.slider("Step", 0, n - 1, key="generate_step_pick",
-                         help="The step whose candidates and attention are shown below.")
+    # A click on the timeline picks its step (once per click; the slider stays free).
+    apply_new_click(plotly_clicked_x(st.session_state.get(TIMELINE)), STEP_KEY,
+                    "generate_step_clicked")
+    picked = st.session_state.setdefault(STEP_KEY, n - 1)
+    st.session_state[STEP_KEY] = min(max(int(picked), 0), n - 1)
+    selected = st.slider("Step", 0, n - 1, key=STEP_KEY,
+                         help="The step whose candidates and attention are shown below; "
+                              "clicking a point of the timeline picks it too.")
 show_metrics(record)
 show_stream(record, hover_texts(record), selected)
 
-st.plotly_chart(timeline_figure(record.probs, record.entropies, selected), key="gen_timeline")
+st.plotly_chart(timeline_figure(record.probs, record.entropies, selected), key=TIMELINE,
+                on_select="rerun", selection_mode="points")
 labels = state.get("prompt_labels", []) + record.tokens
 left, right = st.columns([2, 3])
 with left:

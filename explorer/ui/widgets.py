@@ -84,3 +84,30 @@ def render_token_chips(chips: Sequence[TokenChip], limit: int = MAX_CHIPS) -> No
         st.html(chips_html(chips[:limit]))
     else:
         st.caption("No tokens.")
+
+
+def plotly_clicked_x(event: Any) -> int | None:
+    """The x (an int) of the first point selected in a Plotly chart's selection state (from
+    ``st.plotly_chart(..., on_select="rerun", key=...)``), or None."""
+    try:
+        points = event["selection"]["points"]
+        return int(points[0]["x"]) if points else None
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def apply_new_click(value: Any, target_key: str, seen_key: str) -> bool:
+    """Set the widget ``target_key`` to a clicked ``value``, once per new click.
+
+    A click equal to the last one seen is ignored, so a widget changed after the click is not
+    pulled back by it on every rerun. Call before the widget is created. Returns whether the
+    widget was set.
+    """
+    if value == st.session_state.get(seen_key):
+        return False
+    st.session_state[seen_key] = value
+    if value is None:
+        return False
+    st.session_state[target_key] = value
+    return True
+

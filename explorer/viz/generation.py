@@ -91,6 +91,10 @@ def token_stream_html(
     return "".join(parts)
 
 
+# A clicked point picks a step (the page draws its own marker); the others stay undimmed.
+KEEP_UNSELECTED = {"marker": {"opacity": 1.0}}
+
+
 def timeline_figure(
     probs: Sequence[float], entropies: Sequence[float], selected: int | None = None
 ) -> go.Figure:
@@ -100,11 +104,13 @@ def timeline_figure(
     fig.add_trace(go.Scatter(
         x=steps, y=list(probs), name="p(chosen)", mode="lines+markers",
         line={"color": CHOSEN}, hovertemplate="step %{x}<br>p = %{y:.3f}<extra></extra>",
+        unselected=KEEP_UNSELECTED,
     ))
     fig.add_trace(go.Scatter(
         x=steps, y=list(entropies), name="entropy (nats)", mode="lines+markers", yaxis="y2",
         line={"color": "#e6550d", "dash": "dot"},
         hovertemplate="step %{x}<br>entropy = %{y:.2f} nats<extra></extra>",
+        unselected=KEEP_UNSELECTED,
     ))
     if selected is not None and 0 <= selected < len(steps):
         fig.add_vline(x=selected, line={"color": "#08519c", "width": 2, "dash": "dash"})

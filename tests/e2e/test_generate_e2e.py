@@ -84,6 +84,34 @@ def test_stop_keeps_the_tokens_so_far(app_server, page, screenshot_dir) -> None:
     page.screenshot(path=str(screenshot_dir / "generate-stopped.png"), full_page=True)
 
 
+def step_caption(page) -> str:
+    return page.get_by_text("p(chosen) =").first.text_content()
+
+
+def test_clicking_the_timeline_picks_a_step(app_server, page, screenshot_dir) -> None:
+    open_generate(page, app_server["url"], "The capital of France is")
+    set_max_new(page, 12)
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_timeout(500)
+    wait_idle(page)
+    assert step_caption(page).startswith("Step 11:")  # the newest step first
+    timeline = page.locator('[data-testid="stPlotlyChart"]').first
+    timeline.scroll_into_view_if_needed()
+    timeline.locator(".scatterlayer .trace").first.locator(".points path").nth(3).click(
+        force=True)
+    page.wait_for_timeout(500)
+    wait_idle(page)
+    assert step_caption(page).startswith("Step 3:")
+    # The slider stays free: moving it is not pulled back by the old click.
+    step_slider = page.locator('[data-testid="stSlider"]').filter(has_text="Step")
+    step_slider.get_by_role("slider").press("ArrowRight")
+    page.wait_for_timeout(500)
+    wait_idle(page)
+    assert step_caption(page).startswith("Step 4:")
+    assert_no_exception(page)
+    page.screenshot(path=str(screenshot_dir / "generate-timeline-click.png"))
+
+
 def test_hostile_prompt_is_shown_as_text(app_server, page, screenshot_dir) -> None:
     open_generate(page, app_server["url"], HOSTILE)
     set_max_new(page, 4)
