@@ -54,10 +54,16 @@ page_header(
 )
 lm = require_model()
 cfg = lm.config
-if cfg.kind != "decoder":
-    st.info(f"{escape_markdown(lm.name)} is an {cfg.kind} model: it does not generate text. "
-            "Pick a decoder such as smollm2-135m in the sidebar.")
+if cfg.kind == "encoder":
+    st.info(f"{escape_markdown(lm.name)} is an encoder: it reads text but has no decoder to "
+            "write with. Pick a decoder such as smollm2-135m, or an encoder-decoder (T5), in "
+            "the sidebar.")
     st.stop()
+# An encoder-decoder (T5) reads the prompt with its encoder and writes new text with its
+# decoder; the attention shown is then the decoder's cross-attention over the prompt.
+SEQ2SEQ = cfg.kind == "encoder-decoder"
+ATTN_LAYERS = cfg.n_decoder_layers if SEQ2SEQ else cfg.n_layers
+LOOKED = "which prompt tokens it read (cross-attention)" if SEQ2SEQ else "where the query looked"
 state = st.session_state.setdefault(STATE, {})
 if state.get("model") != model_label(lm):  # another model: the old run's tokens mean nothing
     state.clear()
@@ -127,9 +133,10 @@ def hover_texts(record: GenerationRecord) -> list[str]:
 
 def show_stream(record: GenerationRecord, hovers: list[str], selected: int | None = None):
     cut = (f"[{record.prompt_cut:,} earlier prompt tokens cut]" if record.prompt_cut else "")
+    prompt = state.get("prompt_text", "") + (" → " if SEQ2SEQ else "")  # T5 writes anew
     stream_slot.html(token_stream_html(
-        record.texts, record.probs, hovers, record.tokens, prompt=state.get("prompt_text", ""),
-        selected=selected, cut_notice=cut,
+        record.texts, record.probs, hovers, record.tokens, prompt=prompt, selected=selected,
+        cut_notice=cut,
     ))
 
 
@@ -151,16 +158,17 @@ def prompt_tokens() -> object:
 
 
 def run_generation(ids) -> None:
-    fit = fit_prompt(ids, cfg.n_ctx, int(max_new))
+    fit = fit_prompt(ids, cfg.n_ctx, int(max_new), shared_context=not SEQ2SEQ)
     if fit.cut:
+        room = (f"the encoder's {cfg.n_ctx:,} positions" if SEQ2SEQ else
+                f"the context of {cfg.n_ctx:,} together with {fit.max_new_tokens:,} new tokens")
         notices.warning(f"The prompt has {ids.shape[1]:,} tokens; the first {fit.cut:,} were cut "
-                        f"so that it and {fit.max_new_tokens:,} new tokens fit the context of "
-                        f"{cfg.n_ctx:,}.")
+                        f"to fit {room}.")
     if fit.context_bound:
         notices.info(f"At most {fit.max_new_tokens:,} new tokens fit the context.")
     storage = "none"
     if record_attention:
-        storage = attention_storage(cfg.n_layers, cfg.n_heads, fit.ids.shape[1],
+        storage = attention_storage(ATTN_LAYERS, cfg.n_heads, fit.ids.shape[1],
                                     fit.max_new_tokens)
         if storage != "heads":
             kept_as = "as the mean over heads only" if storage == "layers" else "not at all"
@@ -242,7 +250,7 @@ with right:
         st.info("Attention was not recorded for this run (turn on **Record attention**).")
     else:
         pick = st.columns(2)
-        layer = pick[0].selectbox("Layer", range(cfg.n_layers), index=cfg.n_layers - 1,
+        layer = pick[0].selectbox("Layer", range(ATTN_LAYERS), index=ATTN_LAYERS - 1,
                                   key="generate_layer")
         heads = [MEAN, *range(cfg.n_heads)] if record.has_heads() else [MEAN]
         head_choice = pick[1].selectbox("Head", heads, key="generate_head")
@@ -250,11 +258,17 @@ with right:
         row = record.attention_row(selected, layer, head)
         who = "mean of heads" if head is None else f"head {head}"
         st.plotly_chart(context_attention_figure(
-            labels, row, f"Step {selected}: where the query looked (layer {layer}, {who})"),
+            labels, row, f"Step {selected}: {LOOKED} (layer {layer}, {who})"),
             key="gen_context_attention")
 if record.attention:
     rows = [record.attention_row(i, layer, head) for i in range(len(record.attention))]
-    st.plotly_chart(growing_attention_figure(rows, labels, len(record.prompt_ids), selected),
-                    key="gen_growing_attention")
-    st.caption("Row i: the attention of the query that chose token i (the previous token) over "
-               "the prompt and the tokens generated before it.")
+    title = ("Cross-attention of each generated step over the prompt" if SEQ2SEQ else
+             "Attention of each generated step over its context")
+    st.plotly_chart(growing_attention_figure(rows, labels, len(record.prompt_ids), selected,
+                                             title=title), key="gen_growing_attention")
+    if SEQ2SEQ:
+        st.caption("Row i: the decoder's cross-attention, from the query that chose token i, "
+                   "over the prompt its encoder read (an alignment of output to input).")
+    else:
+        st.caption("Row i: the attention of the query that chose token i (the previous token) "
+                   "over the prompt and the tokens generated before it.")

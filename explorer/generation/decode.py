@@ -5,7 +5,9 @@ values are appended to the cache so the prefix is never recomputed (the incremen
 decoding of Vaswani et al. 2017, Sec. 3.2; Pope et al. 2022 on why one step is bound by
 reading the weights). Every step yields a `GenerationStep` with what the model considered
 (top candidates, entropy) and, on request, where it looked (the attention of the query that
-produced the token over the whole context, every layer and head).
+produced the token over the whole context, every layer and head). An encoder-decoder (T5)
+runs its encoder over the prompt once and generates from its decoder the same way; the
+attention it reports is the decoder's cross-attention over the prompt.
 
 Shapes: n prompt positions, V d_vocab, L n_layers, h n_heads, m context positions.
 """
@@ -31,6 +33,7 @@ from explorer.nn.capture import Capture
 from explorer.nn.kv_cache import KVCache
 
 PATTERN_SUFFIX = ".attn.pattern"
+CROSS_PATTERN_SUFFIX = ".cross_attn.pattern"
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,8 @@ class GenerationStep:
     otherwise). ``finished`` is None, or why generation ends here: "eos", "max_new_tokens"
     or "context". ``elapsed`` counts seconds from the call; ``ttft`` is the first step's.
     ``attention`` [L, h, m] (when asked) is the attention of the last fed position (the one
-    whose output chose this token) over the m = ``position`` context positions.
+    whose output chose this token) over the m = ``position`` context positions; for an
+    encoder-decoder, its decoder's cross-attention over the m prompt positions.
     """
 
     index: int
@@ -79,9 +83,16 @@ class PromptFit:
     context_bound: bool  # True when max_new_tokens was lowered to fit the context
 
 
-def fit_prompt(ids: torch.Tensor | Iterable[int], n_ctx: int, max_new_tokens: int) -> PromptFit:
-    """Bound ``max_new_tokens`` to [1, n_ctx - 1] and keep the rightmost prompt tokens so
-    that prompt + generated tokens fit ``n_ctx`` positions (the last token is never fed).
+def fit_prompt(
+    ids: torch.Tensor | Iterable[int], n_ctx: int, max_new_tokens: int,
+    shared_context: bool = True,
+) -> PromptFit:
+    """Bound ``max_new_tokens`` and keep the rightmost prompt tokens that fit.
+
+    A decoder's prompt and generated tokens share ``n_ctx`` positions (the last token is
+    never fed): max_new_tokens goes to [1, n_ctx - 1] and the prompt keeps n_ctx - max_new + 1
+    tokens. With ``shared_context`` False (an encoder-decoder: the prompt is the encoder's,
+    the output the decoder's) each side gets n_ctx positions.
 
     ids: [n] or [1, n]. Raises ValueError on an empty prompt.
     """
@@ -91,8 +102,11 @@ def fit_prompt(ids: torch.Tensor | Iterable[int], n_ctx: int, max_new_tokens: in
         raise ValueError("the prompt is empty: type some text to continue")
     if n_ctx < 2:
         raise ValueError(f"a context of {n_ctx} position(s) leaves no room to generate")
-    max_new = max(1, min(int(max_new_tokens), n_ctx - 1))
-    keep = n_ctx - max_new + 1
+    if shared_context:
+        max_new = max(1, min(int(max_new_tokens), n_ctx - 1))
+        keep = n_ctx - max_new + 1
+    else:
+        max_new, keep = max(1, min(int(max_new_tokens), n_ctx)), n_ctx
     cut = max(0, ids.shape[1] - keep)
     return PromptFit(ids[:, cut:], cut, max_new, max_new < max_new_tokens)
 
@@ -140,6 +154,77 @@ def _describe(
     )
 
 
+class _DecoderRun:
+    """A decoder: the prompt runs once through the cache, then one token per step (the lean
+    `FastDecoder` step when the architecture has one). Attention is self-attention over the
+    prompt and the tokens so far."""
+
+    def __init__(self, model: torch.nn.Module, prompt: torch.Tensor, max_new: int,
+                 capture_attention: bool) -> None:
+        weight = next(model.parameters())
+        self.model, self.prompt, self.capture = model, prompt, capture_attention
+        self.cache = KVCache(model.cfg, prompt.shape[1] + max_new, device=weight.device,
+                             dtype=weight.dtype)
+        self.fast = FastDecoder.build(model, self.cache)
+        self.context_ids = prompt[0].tolist()  # the text continues the prompt
+
+    @property
+    def position(self) -> int:
+        return self.cache.length
+
+    def start(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        prompt = self.prompt
+        if self.capture and prompt.shape[1] > 1:  # the last prompt token runs as a cached,
+            _forward(self.model, prompt[:, :-1], self.cache, False)  # captured step
+            return _forward(self.model, prompt[:, -1:], self.cache, True, self.fast)
+        return _forward(self.model, prompt, self.cache, self.capture, self.fast)
+
+    def step(self, token_id: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        ids = torch.tensor([[token_id]], device=self.prompt.device)
+        return _forward(self.model, ids, self.cache, self.capture, self.fast)
+
+
+def _cross_pattern_names(name: str) -> bool:
+    return name.startswith("decoder.") and name.endswith(CROSS_PATTERN_SUFFIX)
+
+
+class _Seq2SeqRun:
+    """An encoder-decoder (T5): the prompt runs once through the encoder; the decoder starts
+    from its start token, keeps its own self-attention cache and reads the encoder output
+    through cross-attention (Vaswani et al. 2017, Sec. 3.2.3). Attention is that
+    cross-attention over the prompt: which input tokens each output token was read from."""
+
+    @torch.inference_mode()
+    def __init__(self, model: torch.nn.Module, prompt: torch.Tensor, max_new: int,
+                 capture_attention: bool) -> None:
+        cfg = model.cfg
+        weight = next(model.parameters())
+        self.model, self.capture = model, capture_attention
+        self.memory = model.encode(prompt)  # [1, n, D]
+        self.cache = KVCache(cfg.replace(n_layers=cfg.n_decoder_layers), max_new + 1,
+                             device=weight.device, dtype=weight.dtype)
+        self.start_id = cfg.decoder_start_token_id
+        self.context_ids: list[int] = []  # the output is new text, not a continuation
+
+    @property
+    def position(self) -> int:
+        return self.cache.length
+
+    def start(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.step(self.start_id)
+
+    @torch.inference_mode()
+    def step(self, token_id: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        ids = torch.tensor([[token_id]], device=self.memory.device)
+        capture = Capture(_cross_pattern_names) if self.capture else None
+        logits = self.model.decode(ids, self.memory, capture=capture, kv_cache=self.cache)
+        logits = logits[0, -1].float()
+        if capture is None:
+            return logits, None
+        pattern = capture.cache.stack(CROSS_PATTERN_SUFFIX.lstrip("."), prefix="decoder.")
+        return logits, pattern[:, 0, :, -1].float()  # [L, h, n]
+
+
 def generate(
     lm: Any,
     ids: torch.Tensor | Iterable[int],
@@ -152,7 +237,9 @@ def generate(
     capture_attention: bool = False,
     top_n: int = 10,
 ) -> Iterator[GenerationStep]:
-    """Stream generated tokens of the decoder ``lm.model`` continuing ``ids`` ([1, n] or [n]).
+    """Stream tokens that ``lm.model`` generates from ``ids`` ([1, n] or [n]): a decoder
+    continues them; an encoder-decoder (T5) reads them with its encoder and writes new text
+    from its decoder start token (its attention rows are then cross-attention over ``ids``).
 
     ``temperature`` 0 is greedy; otherwise tokens are drawn after temperature, top-k and
     top-p with a generator seeded by ``seed`` (None: a fresh random seed). Stops after an
@@ -163,11 +250,13 @@ def generate(
     start = time.perf_counter()
     model, tokenizer = lm.model, lm.tokenizer
     cfg = model.cfg
-    if cfg.kind != "decoder":
-        raise ValueError(f"generation needs a decoder model; {cfg.name} is a {cfg.kind}")
+    runs = {"decoder": _DecoderRun, "encoder-decoder": _Seq2SeqRun}
+    if cfg.kind not in runs:
+        raise ValueError(f"generation needs a decoder or an encoder-decoder model; {cfg.name} is "
+                         f"an {cfg.kind}")
     params = SamplingParams(temperature, top_k, top_p)
     top_n = max(1, int(top_n))
-    fit = fit_prompt(ids, cfg.n_ctx, max_new_tokens)
+    fit = fit_prompt(ids, cfg.n_ctx, max_new_tokens, shared_context=cfg.kind == "decoder")
     weight = next(model.parameters())
     prompt = fit.ids.to(weight.device)
     stops = end_token_ids(tokenizer) if stop_ids is None else frozenset(int(i) for i in stop_ids)
@@ -176,15 +265,9 @@ def generate(
         generator = torch.Generator(device=weight.device)
         generator.manual_seed(seed) if seed is not None else generator.seed()
 
-    n = prompt.shape[1]
-    cache = KVCache(cfg, n + fit.max_new_tokens, device=weight.device, dtype=weight.dtype)
-    fast = FastDecoder.build(model, cache)
-    if capture_attention and n > 1:  # the last prompt token runs as a cached step, captured
-        _forward(model, prompt[:, :-1], cache, False)
-        logits, attention = _forward(model, prompt[:, -1:], cache, True, fast)
-    else:
-        logits, attention = _forward(model, prompt, cache, capture_attention, fast)
-    detok = IncrementalDetokenizer(tokenizer, prompt[0].tolist())
+    run = runs[cfg.kind](model, prompt, fit.max_new_tokens, capture_attention)
+    logits, attention = run.start()
+    detok = IncrementalDetokenizer(tokenizer, run.context_ids)
     ttft = None
     for index in range(fit.max_new_tokens):
         token_id, prob, top_ids, top_probs, ent = _describe(logits, params, generator, top_n)
@@ -202,10 +285,9 @@ def generate(
         yield GenerationStep(
             index=index, token_id=token_id, text=text, token=token_text(tokenizer, token_id),
             prob=prob, top_ids=top_ids, top_probs=top_probs, entropy=ent, finished=finished,
-            elapsed=elapsed, ttft=ttft, position=cache.length, prompt_cut=fit.cut,
+            elapsed=elapsed, ttft=ttft, position=run.position, prompt_cut=fit.cut,
             attention=None if attention is None else attention.clone(),
         )
         if finished is not None:
             return
-        next_id = torch.tensor([[token_id]], device=weight.device)
-        logits, attention = _forward(model, next_id, cache, capture_attention, fast)
+        logits, attention = run.step(token_id)

@@ -325,13 +325,23 @@ class EncoderDecoderTransformer(nn.Module):
         memory: torch.Tensor,
         memory_mask: torch.Tensor | None = None,
         capture: Capture | None = None,
+        kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
-        """decoder_ids [b, n] attending to memory [b, m, D] -> logits [b, n, V]."""
-        positions = torch.arange(decoder_ids.shape[1], device=decoder_ids.device)
+        """decoder_ids [b, n] attending to memory [b, m, D] -> logits [b, n, V].
+
+        With ``kv_cache`` (the decoder's self-attention, ``n_decoder_layers`` layers) the ids
+        continue the cached positions and the cache advances by n.
+        """
+        offset = kv_cache.length if kv_cache is not None else 0
+        n = decoder_ids.shape[1]
+        positions = torch.arange(offset, offset + n, device=decoder_ids.device)
         x = self.embed(decoder_ids, positions, capture=capture, prefix="decoder.")
         x = self.decoder.run_blocks(
-            x, context=memory, context_mask=memory_mask, capture=capture, prefix="decoder."
+            x, offset=offset, context=memory, context_mask=memory_mask, kv_cache=kv_cache,
+            capture=capture, prefix="decoder.",
         )
+        if kv_cache is not None:
+            kv_cache.advance(n)
         return self.head(x)
 
     def forward(

@@ -174,9 +174,11 @@ def growing_attention_figure(
     n_prompt: int,
     selected: int | None = None,
     limit: int = MAX_MAP_COLUMNS,
+    title: str = "Attention of each generated step over its context",
 ) -> go.Figure:
     """Heatmap: row i is generation step i's attention over positions 0..n_prompt+i-1 (the
-    map grows one row and one column per token); the last ``limit`` positions are drawn."""
+    map grows one row and one column per token; for an encoder-decoder's cross-attention
+    every row spans the n_prompt input positions); the last ``limit`` positions are drawn."""
     width = max(len(r) for r in rows)
     start = _window(width, limit)
     z = np.full((len(rows), width - start), np.nan, dtype=np.float32)
@@ -195,7 +197,7 @@ def growing_attention_figure(
     note = f" (last {width - start} of {width} positions)" if start else ""
     fig.update_layout(
         height=max(260, 16 * len(rows) + 120), margin={"l": 10, "r": 10, "t": 40, "b": 90},
-        title={"text": "Attention of each generated step over its context" + note},
+        title={"text": escape_for_plotly(title) + note},
         xaxis={"tickangle": -60, "type": "category"},
         yaxis={"autorange": "reversed", "type": "category"},
     )

@@ -8,6 +8,7 @@ import json
 import pyarrow as pa
 import pytest
 import torch
+from app_helpers import tiny_t5_in_store
 
 from explorer.ui import attention as ui
 
@@ -153,47 +154,13 @@ def test_induction_test_ranks_heads(app) -> None:
     assert list(table["induction score"]) == sorted(table["induction score"], reverse=True)
 
 
-class _WordTokenizer:
-    """Whitespace tokenizer over a tiny vocabulary: id 1 starts a sequence ([BOS]-like)."""
-
-    all_special_ids = (0, 1)
-    bos_token_id = 1
-
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        ids = [2 + sum(map(ord, word)) % 30 for word in text.split()]
-        return [1, *ids] if add_special_tokens else ids
-
-    def __call__(self, text: str, add_special_tokens: bool = True) -> dict:
-        return {"input_ids": self.encode(text, add_special_tokens)}
-
-    def convert_ids_to_tokens(self, ids):
-        return ["<s>" if i == 1 else f"w{i}" for i in ids]
-
-
 def test_encoder_decoder_shows_self_and_cross_attention(app) -> None:
     """A tiny random T5-like model (no download) behind the real sidebar and page."""
-    from explorer.config import ModelConfig
-    from explorer.models.loaded import LoadedModel
-    from explorer.nn import build_model
-    from explorer.ui.resources import ModelKey, model_store
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(d_model=16, n_heads=4, d_mlp=24, d_vocab=37, n_ctx=64, n_layers=2,
-                      kind="encoder-decoder", positional="relative", norm="rmsnorm",
-                      mlp="geglu", n_decoder_layers=3, name="tiny-t5", family="t5")
-    lm = LoadedModel("tiny-t5", None, cfg, _WordTokenizer(), build_model(cfg).eval(),
-                     torch.device("cpu"), torch.float32)
-    key = ModelKey("tiny-t5-test")
-    model_store()._models[key] = lm
-    try:
-        _check_encoder_decoder_page(app, key)
-    finally:
-        model_store()._models.pop(key, None)
+    with tiny_t5_in_store(app):
+        _check_encoder_decoder_page(app)
 
 
-def _check_encoder_decoder_page(app, key) -> None:
-    app.session_state["model_key"] = key
-    app.session_state["first_load_done"] = True
+def _check_encoder_decoder_page(app) -> None:
     at = open_page(app, "one two three one two three")
     stacks = at.radio(key="attn_stack")
     assert stacks.options == ["Encoder self-attention", "Decoder self-attention (causal)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from app_helpers import tiny_t5_in_store
 
 import explorer.ui
 
@@ -109,3 +110,18 @@ def test_a_generation_stays_in_its_own_session(app) -> None:
     assert not other.exception
     assert not other.get("plotly_chart") and not other.metric
     assert any("Press **Generate**" in c.value for c in other.caption)
+
+
+def test_encoder_decoder_writes_and_shows_cross_attention(app) -> None:
+    """A tiny random T5-like model: the encoder reads the prompt, the decoder writes, and the
+    attention views show the decoder's cross-attention over the prompt."""
+    with tiny_t5_in_store(app):
+        at = generate(open_generate(app, "one two three four", max_new=5))
+        assert not at.info or all("encoder:" not in i.value for i in at.info)
+        n = int(metrics(at)["Tokens"])
+        assert 1 <= n <= 5
+        assert "→" in stream_html(at)
+        assert at.selectbox(key="generate_layer").options == ["0", "1", "2"]  # decoder layers
+        charts = [c.proto.spec for c in at.get("plotly_chart")]
+        assert any("Cross-attention of each generated step over the prompt" in c for c in charts)
+        assert any("which prompt tokens it read" in c for c in charts)
