@@ -96,12 +96,13 @@ def _matvec(weight: torch.Tensor, bias: torch.Tensor | None) -> MatVec:
             nothing = NOTHING[weight.dtype]
             return lambda a, alpha: torch.addmv(nothing, weight, a, beta=0, alpha=alpha)
         return lambda a, alpha: torch.addmv(bias, weight, a, alpha=alpha)
-    # Off the scalar path the norm kernels apply the whole norm, so alpha is 1.
+    # Off the scalar path the norm kernels apply the whole norm, so alpha is 1 (a norm whose
+    # weight kept another dtype than the linears' could still hand over a scale: apply it).
     blocked = _onednn_packed(weight)
     if blocked is not None:
         return lambda a, alpha: torch.ops.mkldnn._linear_pointwise(
-            a, blocked, bias, "none", [], "")
-    return lambda a, alpha: F.linear(a, weight, bias)
+            a if alpha == 1.0 else a * alpha, blocked, bias, "none", [], "")
+    return lambda a, alpha: F.linear(a if alpha == 1.0 else a * alpha, weight, bias)
 
 
 def _add_matvec(linear: nn.Linear) -> AddMatVec:
