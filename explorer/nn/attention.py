@@ -215,11 +215,20 @@ class Attention(nn.Module):
         itself; ``mask`` may then still carry it explicitly for the pattern path.
 
         ``kv`` (one layer of a KVCache) receives the new keys/values and supplies the past
-        ones. ``capture`` records ``{prefix}pattern`` (and q/k/v/z when asked).
+        ones; for cross-attention it keeps the first call's context keys/values and reuses
+        them (the encoder output is fixed while decoding). ``capture`` records
+        ``{prefix}pattern`` (and q/k/v/z when asked).
         """
-        q, k, v = self.project(x, context, rope)
-        if kv is not None:
-            k, v = kv.append(k, v)
+        if self.cross and kv is not None and kv.cross is not None:
+            # The encoder output does not change while decoding: its keys/values are reused.
+            q = rearrange(self.q(x), "b n (h d) -> b h n d", d=self.d_head)
+            k, v = kv.cross
+        else:
+            q, k, v = self.project(x, context, rope)
+            if kv is not None and self.cross:
+                kv.cross = (k, v)
+            elif kv is not None:
+                k, v = kv.append(k, v)
         n_rep = self.n_heads // self.n_kv_heads
         want_pattern = capture is not None and capture.wants(prefix + "pattern")
         if capture is not None:

@@ -73,7 +73,7 @@ class TransformerBlock(nn.Module):
             save(prefix + "resid_mid", x)
         if self.cross_attn is not None:
             cross_out, x = self._residual(x, self.ln_cross, lambda h: self.cross_attn(
-                h, context=context, mask=context_mask, capture=capture,
+                h, context=context, mask=context_mask, kv=kv, capture=capture,
                 prefix=prefix + "cross_attn.",
             ))
             if save:

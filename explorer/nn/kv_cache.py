@@ -13,10 +13,20 @@ from explorer.config import ModelConfig
 
 
 class LayerKV:
-    """One layer's view of a `KVCache`: appends new keys/values, returns all so far."""
+    """One layer's view of a `KVCache`: appends new keys/values, returns all so far, and
+    holds the layer's cross-attention keys/values (the encoder output's, the same at every
+    step of an encoder-decoder's generation)."""
 
     def __init__(self, cache: KVCache, layer: int) -> None:
         self.cache, self.layer = cache, layer
+
+    @property
+    def cross(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self.cache.cross[self.layer]
+
+    @cross.setter
+    def cross(self, kv: tuple[torch.Tensor, torch.Tensor]) -> None:
+        self.cache.cross[self.layer] = kv
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """k, v [b, g, n, d] at positions length..length+n -> all keys/values [b, g, m, d]."""
@@ -44,6 +54,8 @@ class KVCache:
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.max_len = max_len
         self.length = 0
+        # Cross-attention keys/values [b, g, m, d] per layer, set by the first decoder step.
+        self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * cfg.n_layers
 
     def layer(self, i: int) -> LayerKV:
         return LayerKV(self, i)

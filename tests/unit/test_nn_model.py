@@ -323,6 +323,26 @@ def test_kv_cache_incremental_logits_equal_full_recompute(arch):
     torch.testing.assert_close(torch.cat(step_logits, dim=1), full, atol=1e-10, rtol=0)
 
 
+def test_encoder_decoder_kv_cache_equals_full_decode_and_keeps_cross_keys():
+    """Decoder self-attention cached per position, cross-attention keys/values computed at
+    the first step and reused: the same logits as decoding the whole target at once."""
+    model = make(**ENC_DEC)
+    source, target = ids(b=2, n=7), ids(b=2, n=6, seed=1)
+    memory = model.encode(source)
+    full = model.decode(target, memory)
+    cache = KVCache(model.cfg.replace(n_layers=model.cfg.n_decoder_layers), max_len=6,
+                    batch=2, dtype=torch.float64)
+    first = model.decode(target[:, :2], memory, kv_cache=cache)
+    torch.testing.assert_close(first, full[:, :2], atol=1e-10, rtol=0)
+    kept = [kv for kv in cache.cross]
+    assert all(kv is not None and kv[0].shape == (2, 4, 7, 4) for kv in kept)
+    for pos in range(2, 6):
+        step = model.decode(target[:, pos:pos + 1], memory, kv_cache=cache)
+        torch.testing.assert_close(step[:, 0], full[:, pos], atol=1e-10, rtol=0)
+    assert all(a is b for a, b in zip(cache.cross, kept, strict=True))  # reused, not redone
+    assert cache.length == 6
+
+
 def test_kv_cache_chunks_last_only_and_truncate():
     model = make(**DECODERS["llama"])
     x = ids(b=1, n=9)
