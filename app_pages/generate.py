@@ -18,8 +18,8 @@ from explorer.generation import (
 from explorer.ui import page_header, require_model
 from explorer.ui.resources import model_label
 from explorer.ui.widgets import (
-    apply_new_click,
     escape_markdown,
+    is_new_click,
     plotly_clicked_x,
     prompt_box,
 )
@@ -224,8 +224,9 @@ n = len(record)
 selected = 0
 if n > 1:
     # A click on the timeline picks its step (once per click; the slider stays free).
-    apply_new_click(plotly_clicked_x(st.session_state.get(TIMELINE)), STEP_KEY,
-                    "generate_step_clicked")
+    clicked = plotly_clicked_x(st.session_state.get(TIMELINE))
+    if is_new_click(clicked, "generate_step_clicked") and clicked is not None:
+        st.session_state[STEP_KEY] = clicked
     picked = st.session_state.setdefault(STEP_KEY, n - 1)
     st.session_state[STEP_KEY] = min(max(int(picked), 0), n - 1)
     selected = st.slider("Step", 0, n - 1, key=STEP_KEY,

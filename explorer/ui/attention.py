@@ -35,7 +35,7 @@ from explorer.analysis.attention_run import (
 )
 from explorer.ui.resources import model_label
 from explorer.ui.state import DEFAULT_PROMPT, get_prompt
-from explorer.ui.widgets import chips_for, tokenize
+from explorer.ui.widgets import chips_for, is_new_click, tokenize
 from explorer.viz import head_map_chart
 
 log = logging.getLogger(__name__)
@@ -257,9 +257,8 @@ def sync_head_from_map(event: Any, n_layers: int, n_heads: int) -> bool:
         layer, head = int(point["layer"]), int(point["head"])
     except (KeyError, TypeError, ValueError):
         return False
-    if (layer, head) == st.session_state.get(SEEN_KEY):
+    if not is_new_click((layer, head), SEEN_KEY):
         return False
-    st.session_state[SEEN_KEY] = (layer, head)
     if layer in range(n_layers) and head in range(n_heads):
         st.session_state[LAYER_KEY], st.session_state[HEAD_KEY] = layer, head
         return True

@@ -96,18 +96,14 @@ def plotly_clicked_x(event: Any) -> int | None:
         return None
 
 
-def apply_new_click(value: Any, target_key: str, seen_key: str) -> bool:
-    """Set the widget ``target_key`` to a clicked ``value``, once per new click.
+def is_new_click(value: Any, seen_key: str) -> bool:
+    """Whether a chart click ``value`` differs from the last one seen (and remember it).
 
-    A click equal to the last one seen is ignored, so a widget changed after the click is not
-    pulled back by it on every rerun. Call before the widget is created. Returns whether the
-    widget was set.
+    A chart's selection stays in its state across reruns, so only a new click may move the
+    widgets it drives; otherwise a widget changed after the click would be pulled back by it
+    on every rerun.
     """
     if value == st.session_state.get(seen_key):
         return False
     st.session_state[seen_key] = value
-    if value is None:
-        return False
-    st.session_state[target_key] = value
     return True
-
