@@ -4,6 +4,7 @@ from explorer.config import ModelConfig
 from explorer.device import available_devices, pick_device
 from explorer.generation import GenerationStep, chat_ids, generate
 from explorer.models import EMBEDDED_MODELS, LoadedModel, load
+from explorer.runs import logit_lens
 
 __all__ = [
     "EMBEDDED_MODELS",
@@ -14,5 +15,6 @@ __all__ = [
     "chat_ids",
     "generate",
     "load",
+    "logit_lens",
     "pick_device",
 ]

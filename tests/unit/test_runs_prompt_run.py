@@ -1,7 +1,7 @@
-"""explorer.analysis.attention_run on tiny seeded models of every kind.
+"""explorer.runs' attention views on tiny seeded models of every kind.
 
 What a view reads must equal what the model computes: every layer's pattern equals the one
-captured by ``run_with_cache`` (kept or recomputed from ``resid_pre``), head scores equal the
+captured by ``run_with_cache`` (recomputed from the kept ``resid_pre``), head scores equal the
 scores of the captured patterns, rollout equals `attention_rollout` of the stacked patterns (and
 is row-stochastic when pooled), encoder-decoder runs expose encoder, decoder and cross stacks,
 and the induction test finds a hand-built induction head.
@@ -14,10 +14,16 @@ import math
 import pytest
 import torch
 
-from explorer.analysis import attention_run as ar
-from explorer.analysis.attention import attention_rollout, head_scores, induction_score
+from explorer import runs as ar
+from explorer.analysis.attention import (
+    attention_rollout,
+    head_scores,
+    induction_score,
+    repeated_random_tokens,
+)
 from explorer.config import ModelConfig
 from explorer.nn import build_model
+from explorer.runs import prompt_run
 
 torch.set_num_threads(1)
 
@@ -48,43 +54,41 @@ def tokens(n=12, seed=1, repeat=False):
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-@pytest.mark.parametrize("keep_all", [True, False])
-def test_layers_and_scores_match_the_captured_patterns(kind, keep_all):
+def test_layers_and_scores_match_the_captured_patterns(kind):
     model = make(**KINDS[kind])
     source = tokens(repeat=True)
-    run = ar.analyse_attention(model, model.cfg.kind, 4, source,
-                               keep_all_bytes=ar.KEEP_ALL_BYTES if keep_all else 0)
+    run = ar.run_prompt(model, model.cfg.kind, 4, source)
     _, cache = model.run_with_cache(source.ids[None], names=["blocks.*.attn.pattern"])
     captured = cache.stack("attn.pattern")[:, 0]  # [L, H, N, N]
     stack = run.stacks["self"]
-    assert (stack.patterns is not None) == keep_all
     assert stack.n_layers == 3 and stack.n_heads == 4
-    tol = 2e-3 if keep_all else 1e-5  # kept patterns are float16
     for layer in range(3):
-        torch.testing.assert_close(run.layer("self", layer), captured[layer], atol=tol, rtol=0)
+        torch.testing.assert_close(run.layer("self", layer), captured[layer], atol=1e-5, rtol=0)
+    scores = run.scores("self")
     for name in ("entropy", "previous_token", "first_token", "induction", "mean_distance"):
         expected = head_scores(captured, name, source.ids)
-        torch.testing.assert_close(stack.scores[name], expected, atol=1e-5, rtol=1e-5)
-    assert stack.scores["entropy"].shape == (3, 4)
+        torch.testing.assert_close(scores[name], expected, atol=1e-5, rtol=1e-5)
+    assert scores["entropy"].shape == (3, 4)
+    assert run.scores("self") is scores  # computed once
 
 
-def test_recomputed_layers_are_lru_cached_within_the_byte_budget(monkeypatch):
+def test_derived_layers_are_lru_cached_within_the_byte_budget():
     model = make(**KINDS["decoder"])
-    run = ar.analyse_attention(model, "decoder", 4, tokens(), keep_all_bytes=0)
     one_layer = 4 * 12 * 12 * 4
-    monkeypatch.setattr(ar, "LAYER_CACHE_BYTES", 2 * one_layer)
+    run = ar.run_prompt(model, "decoder", 4, tokens(), derived_bytes=2 * one_layer)
     first = run.layer("self", 0)
     assert run.layer("self", 0) is first  # cached
     run.layer("self", 1)
     run.layer("self", 2)
-    assert list(run._layers) == [("self", 1), ("self", 2)]  # layer 0 dropped
+    assert run.memo.keys() == [("pattern", "self", 1), ("pattern", "self", 2)]  # 0 dropped
+    assert run.memo.nbytes() <= 2 * one_layer
     with pytest.raises(IndexError):
         run.layer("self", 3)
 
 
 def test_rollout_is_exact_for_short_prompts():
     model = make(**KINDS["decoder"])
-    run = ar.analyse_attention(model, "decoder", 4, tokens())
+    run = ar.run_prompt(model, "decoder", 4, tokens())
     stacked = torch.stack([run.layer("self", layer) for layer in range(3)])
     rollout = run.rollout("self")
     assert rollout.exact and rollout.starts == list(range(12))
@@ -93,9 +97,9 @@ def test_rollout_is_exact_for_short_prompts():
 
 
 def test_long_rollout_is_pooled_and_row_stochastic(monkeypatch):
-    monkeypatch.setattr(ar, "ROLLOUT_CELLS", 4)
+    monkeypatch.setattr(prompt_run, "ROLLOUT_CELLS", 4)
     model = make(**KINDS["decoder"])
-    run = ar.analyse_attention(model, "decoder", 4, tokens(n=12))
+    run = ar.run_prompt(model, "decoder", 4, tokens(n=12))
     rollout = run.rollout("self")
     assert not rollout.exact
     assert rollout.values.shape == (3, 4, 4) and rollout.starts == [0, 3, 6, 9]
@@ -107,26 +111,26 @@ def test_long_rollout_is_pooled_and_row_stochastic(monkeypatch):
 def test_encoder_decoder_has_self_and_cross_stacks():
     model = make(**ENC_DEC)
     source, target = tokens(n=10), tokens(n=6, seed=3)
-    run = ar.analyse_attention(model, "encoder-decoder", 4, source, target)
+    run = ar.run_prompt(model, "encoder-decoder", 4, source, target)
     assert list(run.stacks) == ["encoder", "decoder", "cross"]
     _, cache = model.run_with_cache(source.ids[None], target.ids[None], names=None)
     assert run.layer("encoder", 2).shape == (4, 10, 10)
     assert run.layer("decoder", 1).shape == (4, 6, 6)
     assert run.layer("cross", 1).shape == (4, 6, 10)
     torch.testing.assert_close(run.layer("encoder", 2),
-                               cache["encoder.blocks.2.attn.pattern"][0], atol=2e-3, rtol=0)
+                               cache["encoder.blocks.2.attn.pattern"][0], atol=1e-5, rtol=0)
     torch.testing.assert_close(run.layer("decoder", 1),
-                               cache["decoder.blocks.1.attn.pattern"][0], atol=2e-3, rtol=0)
+                               cache["decoder.blocks.1.attn.pattern"][0], atol=1e-5, rtol=0)
     torch.testing.assert_close(run.layer("cross", 1),
                                cache["decoder.blocks.1.cross_attn.pattern"][0], atol=1e-6, rtol=0)
     cross = run.stacks["cross"]
     assert cross.spec.cross and len(cross.queries) == 6 and len(cross.keys) == 10
-    assert torch.isnan(cross.scores["previous_token"]).all()  # undefined on 6 x 10
-    assert torch.isfinite(cross.scores["entropy"]).all()
+    assert torch.isnan(run.scores("cross")["previous_token"]).all()  # undefined on 6 x 10
+    assert torch.isfinite(run.scores("cross")["entropy"]).all()
     with pytest.raises(ValueError, match="self-attention"):
         run.rollout("cross")
     with pytest.raises(ValueError, match="target"):
-        ar.analyse_attention(model, "encoder-decoder", 4, source)
+        ar.run_prompt(model, "encoder-decoder", 4, source)
 
 
 def test_induction_test_finds_a_planted_induction_head():
@@ -158,7 +162,7 @@ def test_induction_test_finds_a_planted_induction_head():
 def test_induction_test_scores_match_the_formula():
     model = make(**KINDS["decoder"])
     result = ar.induction_test(model, "decoder", vocab_size=37, bos_id=None, half_len=6, seed=2)
-    ids = ar.repeated_random_tokens(37, 6, 2)
+    ids = repeated_random_tokens(37, 6, 2)
     _, cache = model.run_with_cache(ids, names=["blocks.*.attn.pattern"])
     expected = induction_score(cache.stack("attn.pattern")[:, 0], 6, 0)
     torch.testing.assert_close(result.scores, expected, atol=1e-5, rtol=0)
