@@ -28,7 +28,11 @@ PAGES: dict[str, list[st.Page]] = {
                           icon=":material/grid_on:", url_path="attention")],
     "Generation": [st.Page("app_pages/generate.py", title="Generate", icon=":material/edit:",
                            url_path="generate")],
-    # "Representations": [...], "Lab": [...]
+    "Representations": [
+        st.Page("app_pages/positional.py", title="Positional encodings",
+                icon=":material/timeline:", url_path="positional"),
+    ],
+    # "Lab": [...]
 }
 
 st.set_page_config(

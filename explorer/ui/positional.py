@@ -1,0 +1,157 @@
+"""Streamlit glue for the positional-encodings page: cached runs of the prompt, CSV downloads.
+
+One :class:`PositionRun` per (model, prompt) and session holds the prompt's tokens and the
+residual stream entering every layer of the self-attention stack (``resid_pre``, small), so a
+layer's real queries and keys (`explorer.nn.position_probe.layer_qk`) cost one layer's
+projections. The "why position matters" checks run the stack a few times on the first
+:data:`PROBE_TOKENS` tokens (`explorer.nn.position_probe.probe_forward`), cached per seed and
+shift. Every chart is drawn by :func:`chart_with_csv`: the figure, then a download of its
+numbers as CSV (labels guarded against spreadsheet formulas). When the shared run object
+lands, :func:`prompt_run` is the one place to read ``resid_pre`` from it instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+import torch
+
+from explorer.analysis.positional import (
+    PairCarriers,
+    pair_carriers,
+    pattern_changes,
+    permutation_errors,
+)
+from explorer.nn.position_probe import LayerQK, layer_qk, probe_forward, self_attention_stack
+from explorer.ui.attention import spreadsheet_safe
+from explorer.ui.resources import model_label
+from explorer.ui.widgets import chips_for, tokenize
+
+log = logging.getLogger(__name__)
+
+MAX_TOKENS = 256  # the rotary views read at most this many tokens of the prompt
+PROBE_TOKENS = 48  # the permutation and shift checks run on at most this many
+
+
+@dataclass(frozen=True)
+class PositionRun:
+    """A prompt's tokens (cut to ``limit``) and the residual stream entering every layer."""
+
+    key: str
+    ids: torch.Tensor  # [1, N]
+    labels: list[str]  # "pos: token" per position
+    total: int  # tokens before the cut
+    resid_pre: list[torch.Tensor] | None  # per layer [1, N, D]; None when not needed
+
+
+def _prompt_tokens(lm: Any, text: str, limit: int) -> tuple[torch.Tensor, list[str], int]:
+    ids, pieces = tokenize(model_label(lm), text, lm.tokenizer)
+    chips = chips_for(lm.tokenizer, ids[:limit], pieces[:limit])
+    labels = [f"{chip.position}: {chip.label}" for chip in chips]
+    return torch.tensor([ids[:limit]], device=lm.device), labels, len(ids)
+
+
+@st.cache_resource(scope="session", max_entries=2, show_spinner=False)
+def prompt_run(label: str, text: str, limit: int, with_residuals: bool, _lm: Any) -> PositionRun:
+    """Tokenize ``text`` and, when asked, keep ``resid_pre`` of every self-attention layer."""
+    ids, labels, total = _prompt_tokens(_lm, text, limit)
+    resid_pre = None
+    if with_residuals and ids.shape[1]:
+        cache = probe_forward(_lm.model, ids, names=("blocks.*.resid_pre",))
+        resid_pre = [cache[f"blocks.{i}.resid_pre"] for i in range(len(cache))]
+    return PositionRun(f"{label}|{hash(text)}|{limit}", ids, labels, total, resid_pre)
+
+
+@dataclass(frozen=True)
+class LayerPositions:
+    """One layer's real queries/keys, its pattern and the per-pair summary of its scores."""
+
+    qk: LayerQK
+    pattern: torch.Tensor  # [H, N, N]
+    carriers: PairCarriers
+
+
+@st.cache_resource(scope="session", max_entries=4, show_spinner=False)
+def layer_positions(run_key: str, layer: int, _run: PositionRun, _lm: Any) -> LayerPositions:
+    """Queries, keys, pattern and pair carriers of one layer (cached per run and layer)."""
+    stack = self_attention_stack(_lm.model)
+    qk = layer_qk(stack, layer, _run.resid_pre[layer])
+    pattern = qk.pattern().float()
+    allowed = torch.isfinite(qk.bias[0]) if qk.bias is not None else torch.ones_like(pattern[0],
+                                                                                     dtype=bool)
+    carriers = pair_carriers(qk.q.float(), qk.k.float(), pattern, allowed, qk.scale)
+    return LayerPositions(qk, pattern, carriers)
+
+
+def _stacked(cache: Any, name: str) -> torch.Tensor:
+    return cache.stack(name)[:, 0].float()  # [L, 1, ...] -> [L, ...]
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def permutation_check(run_key: str, seed: int, _run: PositionRun, _lm: Any) -> dict[str, list]:
+    """Per-layer permutation error of the stack's outputs, positions off and on (no causal
+    mask in either: it is positional information too)."""
+    ids = _run.ids[:, :PROBE_TOKENS]
+    perm = torch.randperm(ids.shape[1], generator=torch.Generator().manual_seed(seed))
+    errors = {}
+    for name, positions in (("positions off", False), ("positions on", True)):
+        runs = [probe_forward(_lm.model, x, positions=positions, causal=False,
+                              names=("blocks.*.resid_post",)) for x in (ids, ids[:, perm])]
+        errors[name] = permutation_errors(_stacked(runs[0], "resid_post"),
+                                          _stacked(runs[1], "resid_post"),
+                                          perm.to(ids.device)).tolist()
+    return errors
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def shift_check(run_key: str, shift: int, _run: PositionRun, _lm: Any) -> list[float]:
+    """Per-layer largest change of an attention weight when every position moves by ``shift``."""
+    ids = _run.ids[:, :PROBE_TOKENS]
+    names = ("blocks.*.attn.pattern",)
+    base = probe_forward(_lm.model, ids, names=names)
+    moved = probe_forward(_lm.model, ids, shift=shift, names=names)
+    return pattern_changes(_stacked(base, "attn.pattern"),
+                           _stacked(moved, "attn.pattern")).tolist()
+
+
+# --------------------------------------------------------------------------- CSV and charts
+
+
+def columns_csv(columns: Mapping[str, Sequence[Any]]) -> bytes:
+    """CSV of equally long columns (first row: their names); text cells spreadsheet-safe."""
+    lists = [list(values.tolist() if hasattr(values, "tolist") else values)
+             for values in columns.values()]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(list(columns))
+    for row in zip(*lists, strict=True):
+        writer.writerow([f"{v:.6g}" if isinstance(v, float) else spreadsheet_safe(v)
+                         for v in row])
+    return out.getvalue().encode("utf-8")
+
+
+def matrix_csv(matrix: Any, row_name: str, col_name: str, value_name: str,
+               rows: Sequence[Any] | None = None, cols: Sequence[Any] | None = None) -> bytes:
+    """Tidy CSV of a matrix [R, C]: one line per cell (row, column, value)."""
+    values = torch.as_tensor(matrix).detach().double().cpu()
+    n_rows, n_cols = values.shape
+    rows = list(range(n_rows)) if rows is None else list(rows)
+    cols = list(range(n_cols)) if cols is None else list(cols)
+    return columns_csv({
+        row_name: [r for r in rows for _ in cols],
+        col_name: cols * n_rows,
+        value_name: values.flatten().tolist(),
+    })
+
+
+def chart_with_csv(figure: Any, csv: Callable[[], bytes], file_name: str, key: str) -> None:
+    """A plotly chart and, under it, the download of its numbers (built only on click)."""
+    st.plotly_chart(figure, key=f"{key}_fig")
+    st.download_button("CSV", data=csv, file_name=file_name, mime="text/csv",
+                       on_click="ignore", icon=":material/download:", key=f"{key}_csv")
