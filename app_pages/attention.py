@@ -10,9 +10,10 @@ import streamlit as st
 from explorer.analysis.attention import HEAD_SCORES, aggregate_heads
 from explorer.ui import attention as ui
 from explorer.ui import page_header, require_model
-from explorer.ui.widgets import chips_for, prompt_box, render_token_chips, tokenize
+from explorer.ui.resources import model_label
+from explorer.ui.runs import PageRun, memo_figure, shared_run
+from explorer.ui.widgets import chips_for, prompt_box, render_token_chips
 from explorer.viz import (
-    attention_heatmap,
     attention_lines,
     head_map_chart,
     head_small_multiples,
@@ -20,7 +21,6 @@ from explorer.viz import (
 )
 
 log = logging.getLogger(__name__)
-HEATMAP_CELLS = 256  # per side; past this the heatmap is pooled (or windowed)
 SCALES = {"sqrt": "square root", "linear": "linear", "log": "log"}
 AGGREGATIONS = {"mean": "Mean over heads", "max": "Max over heads",
                 "rollout": "Rollout up to this layer"}
@@ -46,7 +46,7 @@ if not text.strip():
 started = time.perf_counter()
 with st.spinner("Running the model once and scoring every head…"):
     try:
-        page_run = ui.analyse_prompt(ui.model_label(lm), text, target_text, lm)
+        page_run = shared_run(lm, text, target_text)
     except Exception as exc:  # the model or the text may refuse: say so, keep the app alive
         log.exception("attention analysis failed")
         st.error(f"The attention analysis failed: {type(exc).__name__}.")
@@ -55,44 +55,16 @@ for sequence, total in page_run.cut.items():
     st.warning(f"The {sequence} text has {total:,} tokens; only the first "
                f"{len(page_run.labels[sequence]):,} are analysed.")
 with st.expander(f"Tokens ({len(page_run.labels['source']):,})", expanded=False):
-    ids, pieces = tokenize(ui.model_label(lm), text, lm.tokenizer)
-    render_token_chips(chips_for(lm.tokenizer, ids, pieces))
+    source = page_run.stack(next(iter(page_run.run.stacks))).keys
+    render_token_chips(chips_for(lm.tokenizer, source.ids.tolist(), source.pieces))
 st.caption(f"Analysed in {page_run.run.seconds:.2f} s (this page: "
            f"{time.perf_counter() - started:.2f} s). Head scores use every token.")
 if summary := ui.gqa_summary(cfg.n_heads, cfg.n_kv_heads):
     st.caption(summary)
 
 
-def heatmap_of(matrix, q_labels, k_labels, title, scale, key, memo_key, slot="layer"):
-    """The heatmap of one [Q, K] matrix; long inputs pooled or windowed (user's choice)."""
-    n = max(len(q_labels), len(k_labels))
-    window = None
-    if n > HEATMAP_CELLS and st.radio(
-        "Long input", ["pooled", "window"], horizontal=True, key=f"{key}_mode",
-        format_func=lambda m: {"pooled": "Whole prompt, pooled into blocks",
-                               "window": f"A window of {HEATMAP_CELLS} tokens"}[m],
-    ) == "window":
-        window = st.slider("Window start (token)", 0, n - HEATMAP_CELLS, n - HEATMAP_CELLS,
-                           key=f"{key}_start")
-        st.caption("Window: weights on keys outside it are not shown, so rows can sum to "
-                   "less than 1.")
-    elif n > HEATMAP_CELLS:
-        st.caption(f"{n:,} tokens: the heatmap is pooled into blocks (see its subtitle); "
-                   "pick a window for single tokens.")
-
-    def build():
-        m, qs, ks = matrix, q_labels, k_labels
-        if window is not None:
-            keys = slice(window, window + HEATMAP_CELLS)
-            queries = keys if len(q_labels) == len(k_labels) else slice(None)  # cross: keys
-            m, qs, ks = m[queries, keys], qs[queries], ks[keys]
-        return attention_heatmap(m, qs, ks, title, scale, HEATMAP_CELLS)
-
-    return ui.memo_figure((*memo_key, title, scale, window), build, slot)
-
-
 @st.fragment
-def head_explorer(page_run: ui.PageRun) -> None:
+def head_explorer(page_run: PageRun) -> None:
     """Everything that changes with the stack, head, layer, query or view options."""
     started = time.perf_counter()
     stacks = page_run.run.stacks
@@ -103,7 +75,8 @@ def head_explorer(page_run: ui.PageRun) -> None:
     stack = stacks[stack_name]
     n_layers, n_heads = stack.n_layers, stack.n_heads
     ui.sync_head_from_map(st.session_state.get(ui.MAP_KEY), n_layers, n_heads)
-    ui.init_selection(stack)
+    ui.init_selection(page_run, stack_name)
+    scores = page_run.run.scores(stack_name)
     names = ui.head_labels(n_heads, cfg.n_kv_heads)
 
     left, right = st.columns([2, 3], gap="large")
@@ -114,7 +87,7 @@ def head_explorer(page_run: ui.PageRun) -> None:
         st.caption(score.description + (" Lower is more focused." if not
                                          score.higher_is_role else ""))
         layer, head = st.session_state[ui.LAYER_KEY], st.session_state[ui.HEAD_KEY]
-        spec = ui.head_map_spec((page_run.key, stack_name), stack.scores[score_name],
+        spec = ui.head_map_spec((page_run.key, stack_name), scores[score_name],
                                 score.label, not score.higher_is_role, (layer, head),
                                 min(max(22 * n_layers + 40, 200), 560))
         st.vega_lite_chart(spec, on_select="rerun", selection_mode="head", key=ui.MAP_KEY,
@@ -141,7 +114,7 @@ def head_explorer(page_run: ui.PageRun) -> None:
         title = f"Layer {layer} · {names[head]}"
         if stack.spec.cross:
             title += " · cross-attention"
-        st.plotly_chart(heatmap_of(view.pattern[head], view.q_labels, view.k_labels, title,
+        st.plotly_chart(ui.heatmap_of(view.pattern[head], view.q_labels, view.k_labels, title,
                                    scale, "attn_head_heatmap", memo, "head"),
                         key="attn_head_fig")
         matrix = view.pattern[head]
@@ -170,12 +143,12 @@ def head_explorer(page_run: ui.PageRun) -> None:
             st.caption("The line view is for self-attention; the strip on the right shows "
                        "where this decoder token looks in the encoder's tokens.")
         else:
-            st.plotly_chart(ui.memo_figure(
+            st.plotly_chart(memo_figure(
                 (*memo, "lines", query, tuple(line_names)),
                 lambda: attention_lines(rows, view.k_labels, query, line_names), "head"),
                 key="attn_lines_fig")
     with columns[1]:
-        st.plotly_chart(ui.memo_figure((*memo, "bars", query), lambda: query_attention_bars(
+        st.plotly_chart(memo_figure((*memo, "bars", query), lambda: query_attention_bars(
             view.pattern[:, query], view.k_labels, query, head_labels=names,
             query_label=view.q_labels[query] if stack.spec.cross else None)),
             key="attn_bars_fig")
@@ -183,7 +156,7 @@ def head_explorer(page_run: ui.PageRun) -> None:
     st.subheader(f"All heads of layer {layer}")
     columns = st.columns(2, gap="large")
     with columns[0]:
-        st.plotly_chart(ui.memo_figure((*memo, "multiples", scale), lambda: (
+        st.plotly_chart(memo_figure((*memo, "multiples", scale), lambda: (
             head_small_multiples(view.pattern, view.q_labels, head_labels=names, scale=scale,
                                  columns=3) if not stack.spec.cross else
             head_small_multiples(view.pattern, view.k_labels, head_labels=names, scale=scale,
@@ -206,11 +179,11 @@ def head_explorer(page_run: ui.PageRun) -> None:
             st.caption("Rollout (Abnar & Zuidema 2020): how much each position after this "
                        f"layer draws from each input token, with the residual path mixed in as "
                        f"half the identity{note}. Special tokens are kept.")
-            st.plotly_chart(heatmap_of(rollout.values[layer], block_labels, block_labels,
+            st.plotly_chart(ui.heatmap_of(rollout.values[layer], block_labels, block_labels,
                                        f"Rollout through layer {layer}", scale,
                                        "attn_rollout", memo), key="attn_rollout_fig")
         else:
-            st.plotly_chart(heatmap_of(aggregate_heads(view.pattern, how), view.q_labels,
+            st.plotly_chart(ui.heatmap_of(aggregate_heads(view.pattern, how), view.q_labels,
                                        view.k_labels, f"{AGGREGATIONS[how]} · layer {layer}",
                                        scale, "attn_agg", memo), key="attn_agg_fig")
             if how == "max":
@@ -240,7 +213,7 @@ def induction_section() -> None:
     if not st.session_state.get("attn_induction_done"):
         return
     with st.spinner("Running the induction test…"):
-        result = ui.run_induction_test(ui.model_label(lm), half_len, 0, lm)
+        result = ui.run_induction_test(model_label(lm), half_len, 0, lm)
     columns = st.columns([2, 3], gap="large")
     names = ui.head_labels(cfg.n_heads, cfg.n_kv_heads)
     columns[0].dataframe(

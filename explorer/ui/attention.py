@@ -1,13 +1,12 @@
-"""Streamlit glue for the attention page: the cached analysis of a prompt and its views' state.
+"""Streamlit glue for the attention page: its views of the shared run and their state.
 
-One :class:`PageRun` per (model, prompt) is held by ``st.cache_resource`` (shared read-only by
-every session; :class:`explorer.analysis.attention_run.AttentionRun` keeps ``resid_pre`` per
-layer and recomputes a layer's patterns when a view asks). :func:`layer_view` gives one layer as
-shown (special tokens hidden and rows renormalised when asked), memoised per session so that a
-head switch reuses the layer. The selected layer/head live in ``st.session_state`` and are kept
-in sync between the clickable head map and the select boxes (:func:`sync_head_from_map`).
-Head roles: Clark et al. 2019; induction heads: Olsson et al. 2022; rollout: Abnar & Zuidema
-2020.
+The page reads the shared :class:`~explorer.ui.runs.PageRun` of its prompt (one forward per
+prompt for every page; the run recomputes a layer's patterns from its ``resid_pre`` when a
+view asks). :func:`layer_view` gives one layer as shown (special tokens hidden and rows
+renormalised when asked), memoised in the run, so a head switch reuses the layer. The
+selected layer/head live in ``st.session_state`` and are kept in sync between the clickable
+head map and the select boxes (:func:`sync_head_from_map`). Head roles: Clark et al. 2019;
+induction heads: Olsson et al. 2022; rollout: Abnar & Zuidema 2020.
 """
 
 from __future__ import annotations
@@ -16,8 +15,6 @@ import csv
 import io
 import logging
 import math
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,75 +22,22 @@ import streamlit as st
 import torch
 
 from explorer.analysis.attention import gqa_groups, renormalise_without
-from explorer.analysis.attention_run import (
-    AttentionRun,
-    InductionResult,
-    StackRun,
-    Tokens,
-    analyse_attention,
-    induction_test,
-)
-from explorer.ui.resources import model_label
+from explorer.runs import InductionResult, induction_test
+from explorer.ui.runs import PageRun, memo_figure
 from explorer.ui.state import DEFAULT_PROMPT, get_prompt
-from explorer.ui.widgets import chips_for, is_new_click, tokenize
-from explorer.viz import head_map_chart
+from explorer.ui.widgets import is_new_click
+from explorer.viz import attention_heatmap, head_map_chart
 
 log = logging.getLogger(__name__)
 
-MAX_TOKENS = 1_024
+HEATMAP_CELLS = 256  # per side; past this the heatmap is pooled (or windowed)
 LAYER_KEY, HEAD_KEY, MAP_KEY, SEEN_KEY = "attn_layer", "attn_head", "attn_head_map", "attn_seen"
 SCORE_KEY = "attn_score"
-VIEW_MEMO_KEY = "attn_layer_views"
-VIEW_MEMO_SIZE = 3
-FIGURE_MEMO_KEY = "attn_figures"
-FIGURE_MEMO_SIZES = {"head": 4, "layer": 8, "map": 4}
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 DEFAULT_ATTENTION_PROMPT = (
     "The Eiffel Tower is in Paris and the Colosseum is in Rome. "
     "The Eiffel Tower is in Paris and the Colosseum is in Rome."
 )
-
-
-@dataclass
-class PageRun:
-    """An analysed prompt: the run, each sequence's display labels, and what was cut."""
-
-    key: str  # identifies (model, prompt) for per-session memos
-    run: AttentionRun
-    labels: dict[str, list[str]]  # "source" / "target" -> "pos: token" display labels
-    cut: dict[str, int]  # sequence -> original token count, where it was cut
-
-    def stack(self, name: str) -> StackRun:
-        return self.run.stacks[name]
-
-
-def _tokens(lm: Any, text: str, limit: int) -> tuple[Tokens, list[str], int | None]:
-    """(Tokens, display labels, original count when cut) of ``text`` with special tokens."""
-    ids, pieces = tokenize(model_label(lm), text, lm.tokenizer)
-    cut = len(ids) if len(ids) > limit else None
-    ids, pieces = ids[:limit], pieces[:limit]
-    chips = chips_for(lm.tokenizer, ids, pieces)
-    special = torch.tensor([chip.special for chip in chips], dtype=torch.bool)
-    labels = [f"{chip.position}: {chip.label}" for chip in chips]
-    return Tokens(torch.tensor(ids, dtype=torch.long), list(pieces), special), labels, cut
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def analyse_prompt(label: str, text: str, target_text: str | None, _lm: Any) -> PageRun:
-    """Tokenize and analyse once per (model, prompt); shared by every session."""
-    cfg = _lm.config
-    limit = min(MAX_TOKENS, cfg.n_ctx)
-    source, source_labels, source_cut = _tokens(_lm, text, limit)
-    labels, cut = {"source": source_labels}, {}
-    if source_cut:
-        cut["source"] = source_cut
-    target = None
-    if cfg.kind == "encoder-decoder":
-        target, labels["target"], target_cut = _tokens(_lm, target_text or text, limit)
-        if target_cut:
-            cut["target"] = target_cut
-    run = analyse_attention(_lm.model, cfg.kind, cfg.n_heads, source, target)
-    return PageRun(f"{label}|{hash((text, target_text))}", run, labels, cut)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -122,20 +66,17 @@ class LayerView:
 def layer_view(page_run: PageRun, stack_name: str, layer: int, hide_special: bool) -> LayerView:
     """The layer's pattern, with special tokens dropped and rows renormalised when asked.
 
-    Memoised per session (the last few layers), so switching heads reuses the layer.
+    Memoised in the shared run (within its byte budget), so switching heads reuses it.
     """
-    memo: OrderedDict = st.session_state.setdefault(VIEW_MEMO_KEY, OrderedDict())
-    key = (page_run.key, stack_name, layer, hide_special)
-    if key in memo:
-        memo.move_to_end(key)
-        return memo[key]
     stack = page_run.stack(stack_name)
-    pattern = page_run.run.layer(stack_name, layer)
     q_labels = page_run.labels[stack.spec.queries]
     k_labels = page_run.labels[stack.spec.keys]
-    hidden = 0
-    q_keep, k_keep = ~stack.queries.special, ~stack.keys.special
-    if hide_special and (stack.queries.special.any() or stack.keys.special.any()):
+    if not (hide_special and bool(stack.queries.special.any() or stack.keys.special.any())):
+        return LayerView(page_run.run.layer(stack_name, layer), q_labels, k_labels, 0)
+
+    def hidden_view() -> LayerView:
+        q_keep, k_keep = ~stack.queries.special, ~stack.keys.special
+        pattern = page_run.run.layer(stack_name, layer)
         if stack.spec.cross:  # keys and queries differ: drop keys, renormalise, drop queries
             kept = pattern[..., k_keep]
             pattern = (kept / kept.sum(-1, keepdim=True).clamp_min(1e-12))[:, q_keep]
@@ -143,29 +84,41 @@ def layer_view(page_run: PageRun, stack_name: str, layer: int, hide_special: boo
             pattern = renormalise_without(pattern, q_keep)
         else:
             q_keep = k_keep = torch.ones_like(q_keep)
-        q_labels = [lab for lab, keep in zip(q_labels, q_keep.tolist(), strict=True) if keep]
-        k_labels = [lab for lab, keep in zip(k_labels, k_keep.tolist(), strict=True) if keep]
-        hidden = int((~k_keep).sum())
-    view = LayerView(pattern, q_labels, k_labels, hidden)
-    memo[key] = view
-    while len(memo) > VIEW_MEMO_SIZE:
-        memo.popitem(last=False)
-    return view
+        qs = [lab for lab, keep in zip(q_labels, q_keep.tolist(), strict=True) if keep]
+        ks = [lab for lab, keep in zip(k_labels, k_keep.tolist(), strict=True) if keep]
+        return LayerView(pattern, qs, ks, int((~k_keep).sum()))
+
+    return page_run.run.derive(("hidden_view", stack_name, layer), hidden_view)
 
 
-def memo_figure(key: tuple, build: Callable[[], Any], slot: str = "layer") -> Any:
-    """A figure built once per session for ``key`` (its inputs), kept in a small LRU per
-    ``slot``: per-head figures ("head") churn on every head switch and must not push out the
-    layer's figures ("layer"), which a head switch reuses. Figures are only read afterwards."""
-    memos: dict = st.session_state.setdefault(FIGURE_MEMO_KEY, {})
-    memo: OrderedDict = memos.setdefault(slot, OrderedDict())
-    if key in memo:
-        memo.move_to_end(key)
-        return memo[key]
-    memo[key] = figure = build()
-    while len(memo) > FIGURE_MEMO_SIZES.get(slot, 4):
-        memo.popitem(last=False)
-    return figure
+def heatmap_of(matrix: torch.Tensor, q_labels: list[str], k_labels: list[str], title: str,
+               scale: str, key: str, memo_key: tuple, slot: str = "layer") -> Any:
+    """The heatmap of one ``[Q, K]`` matrix; long inputs pooled or windowed (the user's
+    choice, radio and slider keyed by ``key``), built once per session per ``memo_key``."""
+    n = max(len(q_labels), len(k_labels))
+    window = None
+    if n > HEATMAP_CELLS and st.radio(
+        "Long input", ["pooled", "window"], horizontal=True, key=f"{key}_mode",
+        format_func=lambda m: {"pooled": "Whole prompt, pooled into blocks",
+                               "window": f"A window of {HEATMAP_CELLS} tokens"}[m],
+    ) == "window":
+        window = st.slider("Window start (token)", 0, n - HEATMAP_CELLS, n - HEATMAP_CELLS,
+                           key=f"{key}_start")
+        st.caption("Window: weights on keys outside it are not shown, so rows can sum to "
+                   "less than 1.")
+    elif n > HEATMAP_CELLS:
+        st.caption(f"{n:,} tokens: the heatmap is pooled into blocks (see its subtitle); "
+                   "pick a window for single tokens.")
+
+    def build() -> Any:
+        m, qs, ks = matrix, q_labels, k_labels
+        if window is not None:
+            keys = slice(window, window + HEATMAP_CELLS)
+            queries = keys if len(q_labels) == len(k_labels) else slice(None)  # cross: keys
+            m, qs, ks = m[queries, keys], qs[queries], ks[keys]
+        return attention_heatmap(m, qs, ks, title, scale, HEATMAP_CELLS)
+
+    return memo_figure((*memo_key, title, scale, window), build, slot)
 
 
 def head_map_spec(
@@ -213,25 +166,26 @@ def gqa_summary(n_heads: int, n_kv_heads: int) -> str | None:
 DEFAULT_SCORES = ("induction", "previous_token", "entropy")
 
 
-def default_head(stack: StackRun) -> tuple[str, int, int]:
+def default_head(stack_scores: dict[str, torch.Tensor], n_heads: int) -> tuple[str, int, int]:
     """(score, layer, head) to open first: the strongest induction head when the prompt
     repeats itself, else the strongest previous-token head (Olsson et al. 2022)."""
     for name in DEFAULT_SCORES:
-        scores = stack.scores.get(name)
+        scores = stack_scores.get(name)
         if scores is None or not bool(torch.isfinite(scores).any()):
             continue
         best = torch.nan_to_num(scores, nan=-math.inf)
         if name == "entropy":
             best = -torch.nan_to_num(scores, nan=math.inf)
         flat = int(best.flatten().argmax())
-        return name, flat // stack.n_heads, flat % stack.n_heads
+        return name, flat // n_heads, flat % n_heads
     return DEFAULT_SCORES[-1], 0, 0
 
 
-def init_selection(stack: StackRun) -> None:
+def init_selection(page_run: PageRun, stack_name: str) -> None:
     """First visit: open :func:`default_head`. Later: keep the selection valid for the current
     model (an out-of-range layer/head is reset)."""
-    score, layer, head = default_head(stack)
+    stack = page_run.stack(stack_name)
+    score, layer, head = default_head(page_run.run.scores(stack_name), stack.n_heads)
     st.session_state.setdefault(SCORE_KEY, score)
     if st.session_state.get(LAYER_KEY) not in range(stack.n_layers):
         st.session_state[LAYER_KEY] = layer

@@ -34,7 +34,7 @@ def smollm2():
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_induction_head_layer_18_head_6(smollm2, seed) -> None:
-    from explorer.analysis.attention_run import induction_test
+    from explorer.runs import induction_test
 
     result = induction_test(smollm2.model, "decoder", smollm2.config.d_vocab,
                             bos_id=smollm2.tokenizer.bos_token_id,
@@ -50,18 +50,18 @@ def test_induction_head_layer_18_head_6(smollm2, seed) -> None:
 @pytest.mark.parametrize("seed", SEEDS)
 def test_previous_token_head_layer_16_head_0(smollm2, seed) -> None:
     from explorer.analysis.attention import repeated_random_tokens
-    from explorer.analysis.attention_run import Tokens, analyse_attention
+    from explorer.runs import Tokens, run_prompt
 
     ids = repeated_random_tokens(smollm2.config.d_vocab, HALF_LEN, seed,
                                  bos_id=smollm2.tokenizer.bos_token_id,
                                  exclude_ids=smollm2.tokenizer.all_special_ids)[0]
     tokens = Tokens(ids, [str(int(i)) for i in ids], torch.zeros(len(ids), dtype=torch.bool))
-    run = analyse_attention(smollm2.model, "decoder", smollm2.config.n_heads, tokens)
-    previous = run.stacks["self"].scores["previous_token"]  # [30, 9]
+    run = run_prompt(smollm2.model, "decoder", smollm2.config.n_heads, tokens)
+    previous = run.scores("self")["previous_token"]  # [30, 9]
     best = int(previous.flatten().argmax())
     assert divmod(best, 9) == (16, 0)
     assert float(previous[16, 0]) > 0.8
     assert float(previous.median()) < 0.05
     # the same run's induction score from the tokens agrees with the positional formula
-    induction = run.stacks["self"].scores["induction"]
+    induction = run.scores("self")["induction"]
     assert float(induction[18, 6]) > 0.7
