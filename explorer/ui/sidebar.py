@@ -1,12 +1,12 @@
 """The sidebar every page shares: pick a model, its device and dtype, load it.
 
 The choices are the embedded aliases (they work offline) and "Other", a free-text Hugging
-Face id or local directory (refused when the environment sets ``EXPLORER_LOCAL_MODELS=0``;
-names from the URL are never local paths). Devices are only those this machine has. A
-failed load leaves the previously loaded model in place and shows the loader's message as
-an ``st.error`` in the sidebar. The first run of a session loads the URL's model
-(``?model=``), else the default; if the URL's model fails, the default is loaded and the
-error shown.
+Face id or local directory (local directories only where the server turns them on with
+``EXPLORER_LOCAL_MODELS=1``; names from the URL are never local paths). Devices are only
+those this machine has. A failed load leaves the previously loaded model in place and
+shows the loader's message as an ``st.error`` in the sidebar. The first run of a session
+loads the URL's model (``?model=``), else the default; if the URL's model fails, the
+default is loaded and the error shown.
 """
 
 from __future__ import annotations
@@ -97,9 +97,10 @@ def _requested_key(aliases: dict[str, str], device: str, dtype: str) -> ModelKey
     local = is_local_model(name)
     if local and not local_models_enabled():
         st.session_state["load_error"] = (
-            "Local directories are disabled on this server (`EXPLORER_LOCAL_MODELS=0`): "
-            "pick an embedded model or type a Hugging Face id such as "
-            "`HuggingFaceTB/SmolLM2-135M`."
+            "Local directories are turned off on this server (they are read from the "
+            "server's own disk). Pick an embedded model or type a Hugging Face id such as "
+            "`HuggingFaceTB/SmolLM2-135M`. Running it yourself? `make run` turns them on "
+            "(`EXPLORER_LOCAL_MODELS=1`)."
         )
         return None
     return ModelKey(name, device, dtype, local=local)

@@ -4,14 +4,14 @@ A copied link reopens the same view: the sidebar writes ``?model=`` when a model
 prompt box writes ``&prompt=``. Values from the URL are untrusted: a model name from the URL
 must be an embedded alias or look like a hub id (``org/name``), never a local path (a shared
 link must not make the server read its disk), and a prompt is cut to ``MAX_URL_PROMPT``
-characters. Local directories typed into the sidebar are allowed unless the environment
-variable ``EXPLORER_LOCAL_MODELS`` is ``0`` (public deployments).
+characters. Local directories typed into the sidebar are refused unless the server enables
+them: ``EXPLORER_LOCAL_MODELS=1`` in the environment or in ``st.secrets`` (``make run`` sets
+it). Anything else, a missing setting included, refuses them: a public server fails closed.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import streamlit as st
 
 from explorer.models.embedded import EMBEDDED_MODELS
 from explorer.models.sources import is_hub_id
+from explorer.ui.gate import server_limits
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,9 @@ def looks_like_local_path(name: str) -> bool:
 
 
 def local_models_enabled() -> bool:
-    """False when the environment sets ``EXPLORER_LOCAL_MODELS=0`` (public deployments)."""
-    value = os.environ.get("EXPLORER_LOCAL_MODELS", "1").strip().lower()
-    return value not in ("0", "false", "no", "off")
+    """True only when ``EXPLORER_LOCAL_MODELS`` is ``1``/``true``/``yes``/``on`` in the
+    environment or the app's secrets; unset or anything else refuses local directories."""
+    return server_limits().local_models
 
 
 def is_local_model(name: str) -> bool:

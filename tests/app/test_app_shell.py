@@ -93,11 +93,17 @@ def test_url_local_path_is_never_loaded(app, tmp_path) -> None:
     assert app.selectbox(key="model_choice").value == "smollm2-135m"
 
 
-def test_local_directories_refused_when_disabled(app, monkeypatch) -> None:
-    monkeypatch.setenv("EXPLORER_LOCAL_MODELS", "0")
-    _load_typed_name(app, "/definitely/not/a/dir")
+@pytest.mark.parametrize("setting", [None, "0", "maybe"])
+def test_local_directories_refused_unless_enabled(app, monkeypatch, tmp_path, setting) -> None:
+    """Unset (a forgotten setting) or anything but a yes refuses local directories."""
+    if setting is None:
+        monkeypatch.delenv("EXPLORER_LOCAL_MODELS", raising=False)
+    else:
+        monkeypatch.setenv("EXPLORER_LOCAL_MODELS", setting)
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    _load_typed_name(app, str(tmp_path))
     assert not app.exception
     errors = sidebar_errors(app)
-    assert len(errors) == 1 and "Local directories are disabled" in errors[0]
-    assert "EXPLORER_LOCAL_MODELS=0" in errors[0]
+    assert len(errors) == 1 and "Local directories are turned off" in errors[0]
+    assert "EXPLORER_LOCAL_MODELS=1" in errors[0]
     assert app.session_state["model_key"].name == "smollm2-135m"

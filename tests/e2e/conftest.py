@@ -70,7 +70,8 @@ def app_server(screenshot_dir: Path, browser) -> Iterator[dict]:
     """
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "2"}
+           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "2",
+           "EXPLORER_LOCAL_MODELS": "1"}
     log_path = screenshot_dir / "streamlit.log"
     started = time.monotonic()
     with open(log_path, "w") as log:

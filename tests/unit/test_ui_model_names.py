@@ -1,7 +1,7 @@
 """Which model names the app accepts from a shared link and from the sidebar.
 
 A name in ``?model=`` must never make the server read a local directory: only embedded
-aliases and hub ids pass. Typed names may be local paths unless ``EXPLORER_LOCAL_MODELS=0``.
+aliases and hub ids pass. Typed names may be local paths only with ``EXPLORER_LOCAL_MODELS=1``.
 """
 
 from __future__ import annotations
@@ -50,10 +50,12 @@ def test_looks_like_local_path(name: str, path_like: bool) -> None:
 def test_local_models_switch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "org" / "model").mkdir(parents=True)
-    monkeypatch.delenv("EXPLORER_LOCAL_MODELS", raising=False)
+    monkeypatch.setenv("EXPLORER_LOCAL_MODELS", "1")
     assert local_models_enabled()
     assert is_local_model("org/model")  # exists relative to the working directory
     assert not is_local_model("org/other")
+    monkeypatch.delenv("EXPLORER_LOCAL_MODELS")  # unset: fails closed
+    assert not local_models_enabled()
     monkeypatch.setenv("EXPLORER_LOCAL_MODELS", "0")
     assert not local_models_enabled()
     assert not is_local_model("org/model")  # resolved as a hub id only, disk not consulted
