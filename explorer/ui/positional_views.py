@@ -10,7 +10,9 @@ chart_with_csv`). Widget keys start with ``pos_``.
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +40,7 @@ from explorer.nn.positional import sinusoidal_table
 from explorer.ui import positional as glue
 from explorer.ui.attention import head_labels
 from explorer.ui.resources import model_label
+from explorer.ui.widgets import escape_markdown
 from explorer.viz.positional import (
     bar_chart,
     line_chart,
@@ -48,6 +51,29 @@ from explorer.viz.positional import (
 
 log = logging.getLogger(__name__)
 LOG_FLOOR = 1e-12
+TIMINGS_KEY = "pos_section_ms"
+
+
+def section(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A page section: a fragment (its controls rerun only it), timed into
+    ``st.session_state[TIMINGS_KEY][name]`` (ms), whose errors become an ``st.error``."""
+
+    def decorate(draw: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(draw)
+        def run(*args: Any) -> None:
+            started = time.perf_counter()
+            try:
+                draw(*args)
+            except Exception as exc:  # the model or the text may refuse: say so, keep going
+                log.exception("positional section %s failed", name)
+                st.error(f"This section failed: {type(exc).__name__}.")
+            elapsed_ms = 1000 * (time.perf_counter() - started)
+            st.session_state.setdefault(TIMINGS_KEY, {})[name] = elapsed_ms
+            log.info("positional section %s drawn in %.0f ms", name, elapsed_ms)
+
+        return st.fragment(run)
+
+    return decorate
 
 
 def _keep_in(key: str, options: list, fallback: Any) -> None:
@@ -65,7 +91,7 @@ def _clamp(key: str, low: int, high: int, default: int) -> None:
 # --------------------------------------------------------------------------- sinusoidal
 
 
-@st.fragment
+@section("sinusoid")
 def sinusoid_section() -> None:
     """The fixed table, chosen dimensions as curves, dot products and the rotation property."""
     cols = st.columns(3)
@@ -359,7 +385,7 @@ SCHEME_NAMES = {
 }
 
 
-@st.fragment
+@section("model")
 def model_section(lm: Any, text: str) -> None:
     """The loaded model's own scheme, or a note that it has nothing to show."""
     scheme = lm.config.positional
@@ -367,34 +393,22 @@ def model_section(lm: Any, text: str) -> None:
     if view is None:
         st.info(f"This model's positional scheme ({scheme}) has nothing to show here.")
         return
-    st.markdown(f"**{lm.name}** uses {SCHEME_NAMES[scheme]}.")
-    try:
-        run = None
-        if text.strip() and scheme == "rope":
-            run = glue.prompt_run(model_label(lm), text, glue.MAX_TOKENS, True, lm)
-            if run.total > len(run.labels):
-                st.caption(f"The prompt has {run.total:,} tokens; the first "
-                           f"{len(run.labels):,} are analysed.")
-        view(lm, run)
-    except Exception as exc:  # a model or prompt the views cannot handle: say so, keep going
-        log.exception("positional view of %s failed", scheme)
-        st.error(f"The model's positional views failed: {type(exc).__name__}.")
+    st.markdown(f"**{escape_markdown(lm.name)}** uses {SCHEME_NAMES[scheme]}.")
+    run = None
+    if text.strip() and scheme == "rope":
+        run = glue.prompt_run(model_label(lm), text, glue.MAX_TOKENS, True, lm)
+        if run.total > len(run.labels):
+            st.caption(f"The prompt has {run.total:,} tokens; the first "
+                       f"{len(run.labels):,} are analysed.")
+    view(lm, run)
 
 
 # --------------------------------------------------------------------------- why it matters
 
 
-@st.fragment
+@section("why")
 def why_section(lm: Any, text: str) -> None:
     """Permutation equivariance without positions; what shifting every position changes."""
-    try:
-        _why_checks(lm, text)
-    except Exception as exc:  # the model or the text may refuse: say so, keep the app alive
-        log.exception("position checks failed")
-        st.error(f"The position checks failed: {type(exc).__name__}.")
-
-
-def _why_checks(lm: Any, text: str) -> None:
     if not text.strip():
         st.info("Type a prompt to run these checks.")
         return

@@ -9,18 +9,30 @@ from explorer.viz.attention import (
     query_attention_bars,
 )
 from explorer.viz.heatmap_cells import COLOUR_SCALES, pool_matrix
+from explorer.viz.positional import (
+    bar_chart,
+    line_chart,
+    pair_rotation_chart,
+    pca_trajectory,
+    value_heatmap,
+)
 from explorer.viz.tokens import display_token, escape_for_plotly, unique_labels
 
 __all__ = [
     "COLOUR_SCALES",
     "attention_heatmap",
     "attention_lines",
+    "bar_chart",
     "display_token",
     "escape_for_plotly",
     "head_map_chart",
     "head_small_multiples",
+    "line_chart",
+    "pair_rotation_chart",
     "pattern_frame",
+    "pca_trajectory",
     "pool_matrix",
     "query_attention_bars",
     "unique_labels",
+    "value_heatmap",
 ]

@@ -51,7 +51,9 @@ def _axis(title: str, **extra: Any) -> dict[str, Any]:
 
 def _finite_json(values: np.ndarray) -> list:
     """A list for plotly with NaN/inf as None (blank cells, gaps in lines)."""
-    return np.where(np.isfinite(values), values, np.nan).astype(object).tolist()
+    cells = values.astype(object)
+    cells[~np.isfinite(values)] = None
+    return cells.tolist()
 
 
 def value_heatmap(
