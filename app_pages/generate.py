@@ -15,7 +15,11 @@ from explorer.generation import (
     fit_prompt,
     prompt_ids,
 )
+from explorer.generation.text import token_text
+from explorer.models.tokenizer import tokenizer_lock
+from explorer.serving import GateTimeout
 from explorer.ui import page_header, require_model
+from explorer.ui.gate import VisitorGone, busy_message, heavy_work, server_limits, session_connected
 from explorer.ui.resources import model_label
 from explorer.ui.widgets import (
     escape_markdown,
@@ -33,7 +37,7 @@ from explorer.viz.generation import (
 )
 
 log = logging.getLogger(__name__)
-MAX_NEW_TOKENS = 256
+MAX_NEW_TOKENS = server_limits().max_new_tokens  # EXPLORER_MAX_NEW_TOKENS, default 256
 # Redraw the stream at most this often while generating: sending the page every token cost
 # more than computing it (15 tokens/s drawn per token vs 40 computed on a 2-core CPU).
 REDRAW_EVERY_S = 0.08
@@ -101,7 +105,9 @@ top_k = cols[1].number_input("Top-k (0 = all)", 0, 1_000, 0, key="generate_top_k
                              help="Sample only among the k most likely tokens.")
 top_p = cols[2].slider("Top-p", 0.05, 1.0, 1.0, 0.05, key="generate_top_p",
                        help="Sample among the fewest tokens whose probability adds up to p.")
-max_new = cols[3].number_input("Max new tokens", 1, MAX_NEW_TOKENS, 48, key="generate_max_new")
+max_new = cols[3].number_input("Max new tokens", 1, MAX_NEW_TOKENS, min(48, MAX_NEW_TOKENS),
+                               key="generate_max_new",
+                               help=f"At most {MAX_NEW_TOKENS:,} on this server.")
 seed = cols[4].number_input("Seed", 0, 2**31 - 1, 0, key="generate_seed",
                             help="The same seed and settings give the same sample.")
 record_attention = st.toggle("Record attention at every step", value=True,
@@ -176,9 +182,10 @@ def run_generation(ids) -> None:
     kept = fit.ids[0].tolist()
     record = GenerationRecord(prompt_ids=kept, prompt_cut=fit.cut, storage=storage)
     st.session_state.pop(STEP_KEY, None)  # show the newest step when done
-    state.update(record=record, running=True,
-                 prompt_text=tokenizer.decode(kept, skip_special_tokens=False),
-                 prompt_labels=[tokenizer.decode([i]) for i in kept])
+    with tokenizer_lock(tokenizer):  # shared by every session's thread
+        prompt_text = tokenizer.decode(kept, skip_special_tokens=False)
+    state.update(record=record, running=True, prompt_text=prompt_text,
+                 prompt_labels=[token_text(tokenizer, i) for i in kept])
     hovers: list[str] = []
     steps = explorer.generate(
         lm, fit.ids, max_new_tokens=fit.max_new_tokens, temperature=float(temperature),
@@ -187,10 +194,13 @@ def run_generation(ids) -> None:
     )
     drawn = 0.0
     for step in steps:
-        record.add(step, [tokenizer.decode([i]) for i in step.top_ids])
+        record.add(step, [token_text(tokenizer, i) for i in step.top_ids])
         hovers.append(alternatives_text(record.top_labels[-1], step.top_probs, step.token,
                                         step.entropy))
         if time.perf_counter() - drawn >= REDRAW_EVERY_S or step.finished is not None:
+            if not session_connected():  # the tab was closed: free the slot for others
+                record.finished = "stopped"
+                break
             show_stream(record, hovers)
             show_metrics(record)
             drawn = time.perf_counter()
@@ -206,7 +216,12 @@ if start:
     ids = prompt_tokens()
     if ids is not None:
         try:
-            run_generation(ids)
+            with heavy_work("generation"):  # one of a few at a time; others see the queue
+                run_generation(ids)
+        except GateTimeout as exc:
+            notices.warning(busy_message(exc))
+        except VisitorGone:
+            log.info("generation dropped: its browser session closed while waiting")
         except ValueError as exc:
             state["running"] = False
             notices.warning(escape_markdown(str(exc)))

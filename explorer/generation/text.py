@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from explorer.models.tokenizer import tokenizer_lock
+
 REPLACEMENT_CHAR = "\ufffd"
 
 # End-of-turn / end-of-text tokens of common chat templates: generation stops on any that
@@ -32,12 +34,14 @@ CHAT_ROLES = ("system", "user", "assistant")
 
 
 def _decode(tokenizer: Any, ids: Sequence[int]) -> str:
-    return tokenizer.decode(list(ids), skip_special_tokens=True)
+    with tokenizer_lock(tokenizer):  # one tokenizer serves every session's thread
+        return tokenizer.decode(list(ids), skip_special_tokens=True)
 
 
 def token_text(tokenizer: Any, token_id: int) -> str:
     """One token decoded on its own, special tokens included (may hold U+FFFD for a byte)."""
-    return tokenizer.decode([int(token_id)], skip_special_tokens=False)
+    with tokenizer_lock(tokenizer):
+        return tokenizer.decode([int(token_id)], skip_special_tokens=False)
 
 
 class IncrementalDetokenizer:
@@ -124,7 +128,8 @@ def prompt_ids(lm: Any, text: str) -> torch.Tensor:
     """Token ids [1, n] of a plain prompt, however long (`generate` cuts it to the context)."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError("the prompt is empty: type some text to continue")
-    return _as_ids(lm, lm.tokenizer.encode(text))
+    with tokenizer_lock(lm.tokenizer):
+        return _as_ids(lm, lm.tokenizer.encode(text))
 
 
 def chat_ids(lm: Any, messages: Sequence[dict]) -> torch.Tensor:
@@ -135,8 +140,10 @@ def chat_ids(lm: Any, messages: Sequence[dict]) -> torch.Tensor:
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(f"{getattr(lm, 'name', 'this model')} has no chat template: "
                          "use a plain prompt instead")
-    if hasattr(lm, "chat_text"):
-        text = lm.chat_text(messages, add_generation_prompt=True)
-    else:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return _as_ids(lm, tokenizer.encode(text, add_special_tokens=False))
+    with tokenizer_lock(tokenizer):
+        if hasattr(lm, "chat_text"):
+            text = lm.chat_text(messages, add_generation_prompt=True)
+        else:
+            text = tokenizer.apply_chat_template(messages, tokenize=False,
+                                                 add_generation_prompt=True)
+        return _as_ids(lm, tokenizer.encode(text, add_special_tokens=False))

