@@ -170,7 +170,7 @@ def learned_view(lm: Any, run: glue.PositionRun | None) -> None:
     left, right = st.columns(2, gap="large")
     with left:
         glue.chart_with_csv(
-            value_heatmap(rows, title=f"The model's position table ({n} × {d_model})",
+            value_heatmap(rows, title=f"Learned position table ({n} × {d_model})",
                           x_title="dimension", y_title="position"),
             lambda: glue.matrix_csv(rows, "position", "dimension", "value"),
             "position_table.csv", "pos_learned_table")
@@ -249,11 +249,11 @@ def rope_view(lm: Any, run: glue.PositionRun | None) -> None:
     query_label = st.selectbox("Query token", run.labels, key="pos_rope_query")
     query = run.labels.index(query_label)
     row = data.pattern[head, query]
-    _keep_in("pos_rope_key", run.labels[: query + 1] if stack.causal else run.labels,
-             run.labels[int(row.argmax())])
+    visible = run.labels[: query + 1] if stack.causal else run.labels  # keys it may see
+    _keep_in("pos_rope_key", visible, run.labels[int(row.argmax())])
     cols = st.columns(3)
-    key_label = cols[0].selectbox("Key token", run.labels, key="pos_rope_key")
-    key = run.labels.index(key_label)
+    key = run.labels.index(cols[0].selectbox("Key token", visible, key="pos_rope_key"))
+    key_label = run.labels[key]
     _keep_in("pos_rope_pair", pairs, 0)
     pair = cols[1].selectbox("Pair", pairs, key="pos_rope_pair")
     max_offset = cols[2].slider("Largest offset", 16, 8192, 1024, step=16, key="pos_rope_reach")
