@@ -23,6 +23,7 @@ import torch
 
 from explorer.analysis.attention import gqa_groups, renormalise_without
 from explorer.runs import InductionResult, induction_test
+from explorer.ui.downloads import spreadsheet_safe
 from explorer.ui.runs import PageRun, memo_figure
 from explorer.ui.state import DEFAULT_PROMPT, get_prompt
 from explorer.ui.widgets import is_new_click
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 HEATMAP_CELLS = 256  # per side; past this the heatmap is pooled (or windowed)
 LAYER_KEY, HEAD_KEY, MAP_KEY, SEEN_KEY = "attn_layer", "attn_head", "attn_head_map", "attn_seen"
 SCORE_KEY = "attn_score"
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 DEFAULT_ATTENTION_PROMPT = (
     "The Eiffel Tower is in Paris and the Colosseum is in Rome. "
     "The Eiffel Tower is in Paris and the Colosseum is in Rome."
@@ -220,13 +220,6 @@ def sync_head_from_map(event: Any, n_layers: int, n_heads: int) -> bool:
 
 
 # --------------------------------------------------------------------------- CSV
-
-
-def spreadsheet_safe(value: Any) -> Any:
-    """Text that a spreadsheet would read as a formula (``= + - @``, tab, CR) gets a ``'``."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
-    return value
 
 
 def pattern_csv(pattern_2d: torch.Tensor, q_labels: list[str], k_labels: list[str]) -> bytes:

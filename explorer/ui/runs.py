@@ -97,3 +97,19 @@ def memo_figure(key: tuple, build: Callable[[], Any], slot: str = "layer") -> An
     if slot not in memos:
         memos[slot] = LRUMemo(max_entries=FIGURE_MEMO_SIZES.get(slot, 4))
     return memos[slot].get(key, build)
+
+
+def run_or_stop(lm: Any, text: str, target_text: str | None = None) -> PageRun:
+    """The shared run, with a spinner while it computes; stops the page with a clear
+    message when the model refuses the text, and warns where a text was cut."""
+    with st.spinner("Running the model once over the prompt…"):
+        try:
+            page_run = shared_run(lm, text, target_text)
+        except Exception as exc:  # the model or the text may refuse: say so, keep the app
+            log.exception("prompt run failed")
+            st.error(f"The model could not run this text: {type(exc).__name__}.")
+            st.stop()
+    for sequence, total in page_run.cut.items():
+        st.warning(f"The {sequence} text has {total:,} tokens; only the first "
+                   f"{len(page_run.labels[sequence]):,} are analysed.")
+    return page_run

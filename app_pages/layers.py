@@ -1,0 +1,45 @@
+"""Layers: what the residual stream holds after every layer (logit lens, a target token's
+rise, direct contributions, norms and geometry), read from the prompt's shared run."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from explorer.ui import layers as ui
+from explorer.ui import page_header, require_model
+from explorer.ui.runs import run_or_stop
+from explorer.ui.widgets import prompt_box
+
+page_header(
+    "Layers",
+    "A transformer keeps one vector per token, the **residual stream**, and every layer "
+    "adds something to it. Here you read that stream after each layer: through the model's "
+    "own output head (the *logit lens*: what would it predict if it stopped here?), as the "
+    "probability of a token you pick, split into what each layer contributed, and as "
+    "geometry: how long the vectors are and how the tokens arrange themselves.",
+)
+lm = require_model()
+text = prompt_box("Prompt", page_key="layers", height=90)
+target_text = None
+if lm.config.kind == "encoder-decoder":
+    target_text = st.text_input("Decoder text (what the decoder reads; empty: the prompt)",
+                                max_chars=4_000, key="layers_decoder_text") or None
+if not text.strip():
+    st.info("Type a prompt to see its layers.")
+    st.stop()
+
+started = time.perf_counter()
+page_run = run_or_stop(lm, text, target_text)
+n_tokens = len(page_run.labels["source"])
+if n_tokens < 2:
+    st.warning("The prompt is a single token: every view below still works, but there is "
+               "little to compare. Type a few words.")
+st.caption(f"{n_tokens:,} tokens · the model ran once in {page_run.run.seconds:.2f} s, "
+           "shared with every other page showing this prompt.")
+
+for tab, section in zip(st.tabs(list(ui.SECTIONS)), ui.SECTIONS.values(), strict=True):
+    with tab:
+        section(lm, page_run)
+st.session_state["layers_page_ms"] = 1000 * (time.perf_counter() - started)
