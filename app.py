@@ -29,6 +29,8 @@ PAGES: dict[str, list[st.Page]] = {
     "Generation": [st.Page("app_pages/generate.py", title="Generate", icon=":material/edit:",
                            url_path="generate")],
     "Representations": [
+        st.Page("app_pages/layers.py", title="Layers", icon=":material/stacks:",
+                url_path="layers"),
         st.Page("app_pages/positional.py", title="Positional encodings",
                 icon=":material/timeline:", url_path="positional"),
     ],
