@@ -124,8 +124,9 @@ def final_norm_of(run: PromptRun) -> FinalNorm:
     module = run.module_of(_require_lens(run).name).final_norm
     if module is None:
         return FinalNorm(None)
+    bias = getattr(module, "bias", None)
     return FinalNorm(run.model.cfg.norm, module.weight.detach(),
-                     getattr(module, "bias", None), module.eps)
+                     None if bias is None else bias.detach(), module.eps)
 
 
 def contributions_unavailable(run: PromptRun) -> str | None:
