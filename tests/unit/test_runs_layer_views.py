@@ -102,7 +102,8 @@ def test_post_norm_models_refuse_contributions_and_pre_norm_parts_add_up() -> No
     assert "post-norm" in contributions_unavailable(run)
     pre = make(positional="learned", norm="layernorm", mlp="gelu", n_kv_heads=None)
     run = run_prompt(pre, "decoder", 4, tokens(6))
-    logits = pre(tokens(6).ids[None])[0]
+    with torch.no_grad():
+        logits = pre(tokens(6).ids[None])[0]
     for position in range(6):
         parts = contributions(run, position, 5)
         assert float(parts.values.sum()) + parts.constant == pytest.approx(
