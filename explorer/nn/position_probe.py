@@ -5,12 +5,12 @@ positional information switched off or every position shifted.
   rotary embedding (Su et al. 2021), with the mask and scale the layer's attention uses, so
   that ``softmax(scale * q k^T + mask)`` is the layer's pattern (`Stack.layer_pattern`).
 - `probe_forward`: the self-attention stack (a decoder's or an encoder's) on token ids with
-  absolute positions, rotary angles, ALiBi / relative biases and local windows either all on
-  (optionally every position moved by ``shift``) or all off, and the causal mask on or off.
-  With everything off and no causal mask, self-attention is permutation-equivariant
-  (Vaswani et al. 2017 add positions for exactly this reason); shifting positions leaves
-  offset-only schemes (RoPE, ALiBi, T5's bias: Su et al. 2021, Press et al. 2022, Raffel et
-  al. 2020) unchanged and changes absolute ones.
+  any positions per batch row (absolute embeddings, rotary angles, ALiBi / relative biases
+  and local windows all follow them) and the causal mask on or off. With every token at one
+  position and no causal mask, self-attention is permutation-equivariant (Vaswani et al.
+  2017 add positions for exactly this reason); shifting positions leaves offset-only schemes
+  (RoPE, ALiBi, T5's bias: Su et al. 2021, Press et al. 2022, Raffel et al. 2020) unchanged
+  and changes absolute ones. One batch holds several variants: one forward for a check.
 
 These only call the model's modules; nothing is left registered on the shared model. Shapes:
 b batch (1 here), n positions, D d_model, h query heads, d d_head.
@@ -29,12 +29,11 @@ from explorer.nn.attention import (
     apply_rotary,
     causal_mask,
     combine_masks,
-    local_window_mask,
     repeat_kv,
 )
 from explorer.nn.capture import ActivationCache, Capture, NameFilter
 from explorer.nn.model import EncoderDecoderTransformer, Stack
-from explorer.nn.positional import alibi_bias
+from explorer.nn.positional import relative_position_bucket
 
 
 def self_attention_stack(model: nn.Module) -> Stack:
@@ -89,16 +88,35 @@ def layer_qk(stack: Stack, layer: int, resid_pre: Tensor) -> LayerQK:
     return LayerQK(q[0], k[0], q_raw[0], k_raw[0], bias, scale)
 
 
-def _embed(model: nn.Module, ids: Tensor, positions: Tensor | None) -> Tensor:
-    """The first residual stream [1, n, D], with absolute positions only when ``positions``
-    is given (`explorer.nn.model.Embeddings` without its capture)."""
+def _embed(model: nn.Module, ids: Tensor, positions: Tensor) -> Tensor:
+    """The first residual stream [b, n, D] for ids [b, n] at positions [b, n]
+    (`explorer.nn.model.Embeddings` with a position per row, without its capture)."""
     embed = model.embed
     x = embed.tokens(ids)
-    if positions is not None and embed.positions is not None:
+    if embed.positions is not None:
         x = x + embed.positions(positions).to(x.dtype)
     if embed.token_types is not None:
         x = x + embed.token_types(torch.zeros_like(ids))
     return x if embed.norm is None else embed.norm(x)
+
+
+def _position_masks(stack: Stack, positions: Tensor, dtype: torch.dtype) -> Tensor | None:
+    """ALiBi or relative bias [b, h, n, n] and local window [b, 1, n, n] of positions [b, n]:
+    what `Stack.attention_inputs` builds for 0..n-1, here for any positions per row."""
+    offset = positions[:, None, :] - positions[:, :, None]  # [b, n, n] key - query
+    bias, window = None, None
+    if stack.alibi_slopes is not None:
+        bias = -(stack.alibi_slopes[None, :, None, None] * offset.abs()[:, None]).to(dtype)
+    elif stack.rel_bias is not None:
+        rel = stack.rel_bias
+        buckets = relative_position_bucket(offset, rel.bidirectional, rel.num_buckets,
+                                           rel.max_distance)
+        bias = rel.weight[buckets].permute(0, 3, 1, 2).to(dtype)  # [b, n, n, h] -> [b, h, n, n]
+    if stack.cfg.window is not None:
+        window = (offset.abs() <= stack.cfg.window)[:, None]
+        if stack.causal:
+            window = window & (offset <= 0)[:, None]
+    return combine_masks(window, bias)
 
 
 @torch.no_grad()
@@ -106,42 +124,38 @@ def probe_forward(
     model: nn.Module,
     ids: Tensor,
     *,
-    positions: bool = True,
+    positions: Tensor | None = None,
     causal: bool | None = None,
-    shift: int = 0,
     names: NameFilter = ("blocks.*.resid_post", "blocks.*.attn.pattern"),
 ) -> ActivationCache:
-    """Run the self-attention stack on ids [1, n]; returns the captured activations (names
-    relative to the stack: ``blocks.{i}.resid_post``, ``blocks.{i}.attn.pattern``...).
+    """Run the self-attention stack on ids [b, n] with each row at its own ``positions``
+    [b, n] (default 0..n-1); returns the captured activations, named relative to the stack
+    (``blocks.{i}.resid_post``, ``blocks.{i}.attn.pattern``...).
 
-    ``positions`` False drops every positional signal: absolute embeddings, rotary angles,
-    ALiBi or relative biases and the local window. ``causal`` None keeps the stack's own
-    masking; False lets every token see every other (a causal mask tells a token how many
-    came before it, so it is positional information too). ``shift`` moves every position
-    by that many (queries and keys alike).
+    Every positional signal follows ``positions``: absolute embeddings, rotary angles, ALiBi
+    or relative biases and the local window. All tokens at one position (zeros) carry no
+    positional information at all: rotations by 0, one bias for every pair, the same table
+    row added to every token. Positions 0..n-1 plus k shift the prompt by k. ``causal`` None
+    keeps the stack's own masking; False lets every token see every other (a causal mask
+    tells a token how many came before it, so it is positional information too).
     """
     stack = self_attention_stack(model)
     cfg = stack.cfg
-    n = ids.shape[1]
-    if model.embed.positions is not None and shift + n > cfg.n_ctx:
-        raise ValueError(f"positions {shift}..{shift + n - 1} exceed the table of {cfg.n_ctx}")
-    device = ids.device
-    where = torch.arange(shift, shift + n, device=device)
-    x = _embed(model, ids, where if positions else None)
-    rope, bias, window = None, None, None
-    if positions:
-        if stack.rotary is not None:
-            cos, sin = stack.rotary(where, x.dtype)
-            rope = (cos, sin, cos, sin)
-        if stack.alibi_slopes is not None:
-            bias = alibi_bias(stack.alibi_slopes, n).to(x.dtype)
-        elif stack.rel_bias is not None:
-            bias = stack.rel_bias(n).to(x.dtype)
-        if cfg.window is not None:
-            window = local_window_mask(n, cfg.window, stack.causal, device=device)
+    b, n = ids.shape
+    if positions is None:
+        positions = torch.arange(n, device=ids.device)
+    positions = positions.to(ids.device, torch.long).expand(b, n)
+    if model.embed.positions is not None and int(positions.max()) >= cfg.n_ctx:
+        raise ValueError(f"position {int(positions.max())} exceeds the table of {cfg.n_ctx}")
+    x = _embed(model, ids, positions)
+    rope = None
+    if stack.rotary is not None:
+        cos, sin = stack.rotary(positions.flatten(), x.dtype)  # [b * n, d]
+        cos, sin = cos.view(b, 1, n, -1), sin.view(b, 1, n, -1)
+        rope = (cos, sin, cos, sin)
     causal = stack.causal if causal is None else causal
-    mask = combine_masks(causal_mask(n, device=device) if causal and n > 1 else None, window,
-                         bias)
+    mask = combine_masks(causal_mask(n, device=ids.device) if causal and n > 1 else None,
+                         _position_masks(stack, positions, x.dtype))
     capture = Capture(names)
     for i, block in enumerate(stack.blocks):
         x = block(x, rope=rope, mask=mask, capture=capture, prefix=f"blocks.{i}.")

@@ -89,35 +89,39 @@ def layer_positions(run_key: str, layer: int, _run: PositionRun, _lm: Any) -> La
     return LayerPositions(qk, pattern, carriers)
 
 
-def _stacked(cache: Any, name: str) -> torch.Tensor:
-    return cache.stack(name)[:, 0].float()  # [L, 1, ...] -> [L, ...]
-
-
 @st.cache_data(max_entries=8, show_spinner=False)
 def permutation_check(run_key: str, seed: int, _run: PositionRun, _lm: Any) -> dict[str, list]:
-    """Per-layer permutation error of the stack's outputs, positions off and on (no causal
-    mask in either: it is positional information too)."""
-    ids = _run.ids[:, :PROBE_TOKENS]
-    perm = torch.randperm(ids.shape[1], generator=torch.Generator().manual_seed(seed))
-    errors = {}
-    for name, positions in (("positions off", False), ("positions on", True)):
-        runs = [probe_forward(_lm.model, x, positions=positions, causal=False,
-                              names=("blocks.*.resid_post",)) for x in (ids, ids[:, perm])]
-        errors[name] = permutation_errors(_stacked(runs[0], "resid_post"),
-                                          _stacked(runs[1], "resid_post"),
-                                          perm.to(ids.device)).tolist()
-    return errors
+    """Per-layer permutation error of the stack's outputs with every token at one position
+    and at positions 0..n-1, without the causal mask (it is positional information too).
+
+    One forward: the prompt and its shuffle, each at both kinds of positions, in one batch.
+    """
+    ids = _run.ids[:, :PROBE_TOKENS]  # [1, n]
+    n = ids.shape[1]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(ids.device)
+    batch = torch.cat([ids, ids[:, perm]] * 2)  # [4, n]
+    where = torch.arange(n, device=ids.device)
+    positions = torch.stack([where, where, where * 0, where * 0])  # [4, n]
+    cache = probe_forward(_lm.model, batch, positions=positions, causal=False,
+                          names=("blocks.*.resid_post",))
+    out = cache.stack("resid_post").float()  # [L, 4, n, D]
+    return {
+        "positions on": permutation_errors(out[:, 0], out[:, 1], perm).tolist(),
+        "positions off": permutation_errors(out[:, 2], out[:, 3], perm).tolist(),
+    }
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def shift_check(run_key: str, shift: int, _run: PositionRun, _lm: Any) -> list[float]:
-    """Per-layer largest change of an attention weight when every position moves by ``shift``."""
+    """Per-layer largest change of an attention weight when every position moves by ``shift``
+    (one forward: both placements in one batch)."""
     ids = _run.ids[:, :PROBE_TOKENS]
-    names = ("blocks.*.attn.pattern",)
-    base = probe_forward(_lm.model, ids, names=names)
-    moved = probe_forward(_lm.model, ids, shift=shift, names=names)
-    return pattern_changes(_stacked(base, "attn.pattern"),
-                           _stacked(moved, "attn.pattern")).tolist()
+    where = torch.arange(ids.shape[1], device=ids.device)
+    cache = probe_forward(_lm.model, torch.cat([ids, ids]),
+                          positions=torch.stack([where, where + shift]),
+                          names=("blocks.*.attn.pattern",))
+    patterns = cache.stack("attn.pattern").float()  # [L, 2, H, n, n]
+    return pattern_changes(patterns[:, 0], patterns[:, 1]).tolist()
 
 
 # --------------------------------------------------------------------------- CSV and charts

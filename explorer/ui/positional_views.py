@@ -428,6 +428,7 @@ def why_section(lm: Any, text: str) -> None:
         shift = cols[1].slider("Shift every position by", 1, max_shift, key="pos_why_shift")
     layers = list(range(len(self_attention_stack(lm.model).blocks)))
     errors = glue.permutation_check(run.key, int(seed), run, lm)
+    errors = {"positions off": errors["positions off"], "positions on": errors["positions on"]}
     shown = {name: [max(e, LOG_FLOOR) for e in values] for name, values in errors.items()}
     left, right = st.columns(2, gap="large")
     with left:

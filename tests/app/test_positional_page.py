@@ -3,10 +3,12 @@ MiniLM's learned table, tiny ALiBi and T5 models), the live checks, hostile and 
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 import torch
 from app_helpers import WordTokenizer, tiny_t5_in_store
@@ -33,6 +35,15 @@ def open_page(app, prompt: str | None = None, model: str | None = None):
 
 def figures(at) -> list[dict]:
     return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def values(data) -> np.ndarray:
+    """A trace's numbers: plotly sends numpy arrays as base64 typed arrays."""
+    if isinstance(data, dict) and "bdata" in data:
+        flat = np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"])
+        shape = data.get("shape")  # "9, 32" for a matrix
+        return flat.reshape([int(d) for d in str(shape).split(",")]) if shape else flat
+    return np.asarray(data, dtype=float)
 
 
 def titles(at) -> list[str]:
@@ -86,13 +97,13 @@ def test_alibi_model_shows_slopes_bias_and_checks(app) -> None:
         shown = titles(at)
         assert "ALiBi slope of each head" in shown
         assert "head 0: bias −slope·|i − j|" in shown
-        slopes = figures(at)[shown.index("ALiBi slope of each head")]["data"][0]["y"]
+        slopes = values(figures(at)[shown.index("ALiBi slope of each head")]["data"][0]["y"])
         # 6 heads: the 4-head sequence, then every other slope of the 8-head one
         assert slopes == pytest.approx([2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3])
         assert downloads(at) == len(shown)
         shift = figures(at)[-1]
         assert shift["layout"]["title"]["text"].startswith("Move every position by")
-        assert max(shift["data"][0]["y"]) < 1e-5  # ALiBi reads offsets only
+        assert values(shift["data"][0]["y"]).max() < 1e-5  # ALiBi reads offsets only
         at.selectbox(key="pos_alibi_head").set_value(5).run()
         assert not at.exception and "head 5: bias −slope·|i − j|" in titles(at)
 
@@ -103,11 +114,11 @@ def test_t5_shows_buckets_and_bias_per_stack(app) -> None:
         assert "Encoder (bidirectional): bucket of each offset" in titles(at)
         buckets = figures(at)[titles(at).index(
             "Encoder (bidirectional): bucket of each offset")]["data"][0]
-        assert min(buckets["x"]) < 0 < max(buckets["x"])
+        assert values(buckets["x"]).min() < 0 < values(buckets["x"]).max()
         at.radio(key="pos_rel_stack").set_value("decoder").run()
         assert not at.exception
         decoder = figures(at)[titles(at).index("Decoder (causal): bucket of each offset")]
-        assert max(decoder["data"][0]["x"]) == 0
+        assert values(decoder["data"][0]["x"]).max() == 0
         assert at.dataframe[0].value["bucket"].iloc[0] == 31  # causal: the farthest bucket
 
 
@@ -152,10 +163,10 @@ def test_smollm2_rope_views_and_checks(app) -> None:
     assert "Rotation of each pair (i, i + 32), base 100000" in shown
     assert "Layer 15: score lift carried by each pair" in shown
     lift = figures(at)[shown.index("Layer 15: score lift carried by each pair")]["data"][0]
-    assert len(lift["y"]) == 9 and len(lift["z"][0]) == 32
+    assert len(lift["y"]) == 9 and values(lift["z"]).shape == (9, 32)
     perm = figures(at)[-2]["data"]
-    assert max(perm[0]["y"]) < 1e-4 < min(perm[1]["y"])  # off: equivariant; on: not
-    assert max(figures(at)[-1]["data"][0]["y"]) < 1e-3  # RoPE: a shift changes nothing
+    assert values(perm[0]["y"]).max() < 1e-4 < values(perm[1]["y"]).min()  # off: equivariant
+    assert values(figures(at)[-1]["data"][0]["y"]).max() < 1e-3  # RoPE: a shift changes nothing
     at.selectbox(key="pos_rope_layer").set_value(3).run()
     at.selectbox(key="pos_rope_head").set_value(7).run()
     assert not at.exception
@@ -169,7 +180,7 @@ def test_minilm_learned_table_and_shift_changes_attention(app) -> None:
     shown = titles(at)
     assert "Learned position table (512 × 384)" in shown
     assert "Cosine similarity between positions" in shown
-    assert max(figures(at)[-1]["data"][0]["y"]) > 1e-3  # absolute positions: a shift matters
+    assert values(figures(at)[-1]["data"][0]["y"]).max() > 1e-3  # absolute: a shift matters
     at.radio(key="pos_learned_pca").set_value(3).run()
     assert not at.exception
     assert any(t["data"][0]["type"] == "scatter3d" for t in figures(at))

@@ -97,40 +97,39 @@ def test_rope_scores_depend_only_on_the_offset_of_the_real_vectors() -> None:
 def test_attention_without_positions_is_permutation_equivariant(name) -> None:
     model = tiny(name)
     perm = torch.randperm(12, generator=torch.Generator().manual_seed(2))
-
-    def outputs(ids, positions):
-        cache = probe_forward(model, ids, positions=positions, causal=False)
-        return cache.stack("resid_post")[:, 0]
-
-    off = permutation_errors(outputs(IDS, False), outputs(IDS[:, perm], False), perm)
-    on = permutation_errors(outputs(IDS, True), outputs(IDS[:, perm], True), perm)
+    batch = torch.cat([IDS, IDS[:, perm]] * 2)  # [4, n]: every row is an independent prompt
+    where = torch.arange(12)
+    positions = torch.stack([where, where, 0 * where, 0 * where])
+    out = probe_forward(model, batch, positions=positions, causal=False).stack("resid_post")
+    on = permutation_errors(out[:, 0], out[:, 1], perm)
+    off = permutation_errors(out[:, 2], out[:, 3], perm)  # every token at one position
     assert off.max() < 1e-5, off
     assert on.max() > 1e-3, on
+    alone = probe_forward(model, IDS[:, perm], causal=False).stack("resid_post")[:, 0]
+    torch.testing.assert_close(out[:, 1], alone)  # batching changes nothing
 
 
 def test_a_causal_mask_alone_breaks_equivariance() -> None:
     model = tiny("alibi")
     perm = torch.arange(11, -1, -1)
-    out = probe_forward(model, IDS, positions=False, causal=True).stack("resid_post")[:, 0]
-    out_perm = probe_forward(model, IDS[:, perm], positions=False,
-                             causal=True).stack("resid_post")[:, 0]
-    assert permutation_errors(out, out_perm, perm).max() > 1e-3
+    out = probe_forward(model, torch.cat([IDS, IDS[:, perm]]), positions=torch.zeros(12),
+                        causal=True).stack("resid_post")
+    assert permutation_errors(out[:, 0], out[:, 1], perm).max() > 1e-3
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_shifting_positions_changes_only_absolute_schemes(name) -> None:
     model = tiny(name)
-
-    def patterns(shift):
-        return probe_forward(model, IDS, shift=shift).stack("attn.pattern")[:, 0]
-
-    change = pattern_changes(patterns(0), patterns(20))
+    where = torch.arange(12)
+    patterns = probe_forward(model, torch.cat([IDS, IDS]),
+                             positions=torch.stack([where, where + 20])).stack("attn.pattern")
+    change = pattern_changes(patterns[:, 0], patterns[:, 1])
     if name in OFFSET_ONLY:
         assert change.max() < 1e-5, change
     else:
         assert change.max() > 1e-3, change
 
 
-def test_shift_past_the_position_table_is_refused() -> None:
-    with pytest.raises(ValueError, match="exceed"):
-        probe_forward(tiny("learned-bert"), IDS, shift=30)
+def test_positions_past_the_table_are_refused() -> None:
+    with pytest.raises(ValueError, match="exceeds"):
+        probe_forward(tiny("learned-bert"), IDS, positions=torch.arange(30, 42))
