@@ -35,9 +35,10 @@ st.header("Why position matters")
 st.markdown(
     "Without positional information, self-attention is **permutation-equivariant**: shuffle "
     "the tokens and every output is the same vector, shuffled. The left chart runs this model "
-    "on your prompt (its first tokens) with positions switched off and on, without the causal "
-    "mask (a causal mask tells a token how many came before it, which is position too). The "
-    "right chart moves every position by the same amount: a scheme that only reads offsets "
-    "(RoPE, ALiBi, T5) gives the same attention; an absolute table (GPT-2, BERT) does not.",
+    "on your prompt (its first tokens) twice: at positions 0, 1, 2, … and with every token at "
+    "the same position (no positional signal in any scheme), both without the causal mask (a "
+    "causal mask tells a token how many came before it, which is position too). The right "
+    "chart moves every position by the same amount: a scheme that only reads offsets (RoPE, "
+    "ALiBi, T5) gives the same attention; an absolute table (GPT-2, BERT) does not.",
 )
 views.why_section(lm, text)

@@ -440,8 +440,8 @@ def why_section(lm: Any, text: str) -> None:
             lambda: glue.columns_csv({"layer": layers, **errors}), "permutation_check.csv",
             "pos_why_perm")
         off, on = max(errors["positions off"]), max(errors["positions on"])
-        st.caption(f"Positions off: largest error {off:.1e}, rounding, so attention alone "
-                   f"cannot tell the order. Positions on: {on:.1e}.")
+        st.caption(f"All tokens at one position: largest error {off:.1e}, rounding, so the "
+                   f"model cannot tell the order. At positions 0–{n - 1}: {on:.1e}.")
     with right:
         if not shift:
             st.info("The prompt fills the position table: there is no room to shift it.")
