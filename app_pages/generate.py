@@ -106,8 +106,7 @@ top_k = cols[1].number_input("Top-k (0 = all)", 0, 1_000, 0, key="generate_top_k
 top_p = cols[2].slider("Top-p", 0.05, 1.0, 1.0, 0.05, key="generate_top_p",
                        help="Sample among the fewest tokens whose probability adds up to p.")
 max_new = cols[3].number_input("Max new tokens", 1, MAX_NEW_TOKENS, min(48, MAX_NEW_TOKENS),
-                               key="generate_max_new",
-                               help=f"At most {MAX_NEW_TOKENS:,} on this server.")
+                               key="generate_max_new")
 seed = cols[4].number_input("Seed", 0, 2**31 - 1, 0, key="generate_seed",
                             help="The same seed and settings give the same sample.")
 record_attention = st.toggle("Record attention at every step", value=True,
