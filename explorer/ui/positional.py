@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 MAX_TOKENS = 256  # the rotary views read at most this many tokens of the prompt
 PROBE_TOKENS = 48  # the permutation and shift checks run on at most this many
+ONE_POSITION, IN_ORDER = "all tokens at one position", "positions 0, 1, 2, …"
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,8 @@ def permutation_check(run_key: str, seed: int, _run: PositionRun, _lm: Any) -> d
                           names=("blocks.*.resid_post",))
     out = cache.stack("resid_post").float()  # [L, 4, n, D]
     return {
-        "positions on": permutation_errors(out[:, 0], out[:, 1], perm).tolist(),
-        "positions off": permutation_errors(out[:, 2], out[:, 3], perm).tolist(),
+        ONE_POSITION: permutation_errors(out[:, 2], out[:, 3], perm).tolist(),
+        IN_ORDER: permutation_errors(out[:, 0], out[:, 1], perm).tolist(),
     }
 
 

@@ -187,8 +187,9 @@ def learned_view(lm: Any, run: glue.PositionRun | None) -> None:
                                   **{f"pc{i + 1}": pca.coords[:, i] for i in range(3)}}),
         "position_pca.csv", "pos_learned_pca_chart")
     st.caption(f"The first three components hold {100 * float(pca.explained.sum()):.1f}% of the "
-               "table's variance. Neighbouring positions have similar rows, so the positions "
-               "trace a smooth curve (GPT-2's is a helix).")
+               "table's variance; points close together have similar rows. A table that "
+               "varies smoothly with position traces a curve (GPT-2's is a helix); the "
+               "cosine map shows how far that similarity reaches.")
 
 
 # --------------------------------------------------------------------------- RoPE
@@ -282,8 +283,7 @@ def rope_view(lm: Any, run: glue.PositionRun | None) -> None:
             line_chart(offsets, curves, f"Score of {query_label} → {key_label} moved to "
                        "every offset", "offset (query position − key position)",
                        "score (logits, before the mask)", marker_x=query - key,
-                       note="Same query and key vectors; only their distance changes. The "
-                            "dotted line is where they really are."),
+                       note="Same vectors at every distance; dotted: where they are."),
             lambda: glue.columns_csv({"offset": offsets, **curves}), "rope_offset_sweep.csv",
             "pos_rope_sweep")
 
@@ -428,18 +428,17 @@ def why_section(lm: Any, text: str) -> None:
         shift = cols[1].slider("Shift every position by", 1, max_shift, key="pos_why_shift")
     layers = list(range(len(self_attention_stack(lm.model).blocks)))
     errors = glue.permutation_check(run.key, int(seed), run, lm)
-    errors = {"positions off": errors["positions off"], "positions on": errors["positions on"]}
     shown = {name: [max(e, LOG_FLOOR) for e in values] for name, values in errors.items()}
     left, right = st.columns(2, gap="large")
     with left:
         glue.chart_with_csv(
             bar_chart(layers, shown, "Shuffle the tokens: do the outputs just shuffle?",
                       "layer", "relative error", log_y=True,
-                      note=f"max |f(shuffled) − shuffled f| / max |f| after each layer, "
-                           f"{n} tokens, no causal mask; below {LOG_FLOOR:g} drawn at it."),
+                      note=f"max |f(shuffled) − shuffled f(x)| / max |f(x)| per layer, {n} "
+                           "tokens"),
             lambda: glue.columns_csv({"layer": layers, **errors}), "permutation_check.csv",
             "pos_why_perm")
-        off, on = max(errors["positions off"]), max(errors["positions on"])
+        off, on = max(errors[glue.ONE_POSITION]), max(errors[glue.IN_ORDER])
         st.caption(f"All tokens at one position: largest error {off:.1e}, rounding, so the "
                    f"model cannot tell the order. At positions 0–{n - 1}: {on:.1e}.")
     with right:
@@ -449,7 +448,7 @@ def why_section(lm: Any, text: str) -> None:
         changes = glue.shift_check(run.key, shift, run, lm)
         glue.chart_with_csv(
             bar_chart(layers, {"largest change": changes},
-                      f"Move every position by {shift}: how much does attention change?",
+                      f"Every position + {shift}: how much does attention change?",
                       "layer", "largest change of an attention weight",
                       note=f"{n} tokens at positions {shift}–{shift + n - 1} instead of "
                            f"0–{n - 1}."),

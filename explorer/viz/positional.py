@@ -86,9 +86,9 @@ def value_heatmap(
     shown = values[::row_step, ::col_step]
     notes = []
     if row_step > 1:
-        notes.append(f"every {row_step}th of {n_rows} rows")
+        notes.append(f"1 in {row_step} of {n_rows} rows")
     if col_step > 1:
-        notes.append(f"every {col_step}th of {n_cols} columns")
+        notes.append(f"1 in {col_step} of {n_cols} columns")
     note = ("Showing " + " and ".join(notes) + " (the CSV has all).") if notes else ""
     trace: dict[str, Any] = {
         "z": _finite(shown),

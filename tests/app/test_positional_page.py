@@ -102,7 +102,7 @@ def test_alibi_model_shows_slopes_bias_and_checks(app) -> None:
         assert slopes == pytest.approx([2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3])
         assert downloads(at) == len(shown)
         shift = figures(at)[-1]
-        assert shift["layout"]["title"]["text"].startswith("Move every position by")
+        assert shift["layout"]["title"]["text"].startswith("Every position + ")
         assert values(shift["data"][0]["y"]).max() < 1e-5  # ALiBi reads offsets only
         at.selectbox(key="pos_alibi_head").set_value(5).run()
         assert not at.exception and "head 5: bias −slope·|i − j|" in titles(at)

@@ -46,7 +46,7 @@ def test_long_sides_are_strided_and_stay_small() -> None:
     assert len(trace.y) == 256 and trace.y[1] == 4 and len(trace.x) == 256
     assert trace.z[1][2] == pytest.approx(matrix[4, 8])
     subtitle = fig.layout.title.subtitle.text
-    assert "every 4th of 1024 rows" in subtitle and "every 4th of 1024 columns" in subtitle
+    assert "1 in 4 of 1024 rows" in subtitle and "1 in 4 of 1024 columns" in subtitle
     assert len(as_json(fig)) < MAX_FIGURE_BYTES
 
 
