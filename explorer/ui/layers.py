@@ -22,6 +22,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from explorer.models.tokenizer import tokenizer_lock
 from explorer.runs import (
     Row,
     contributions,
@@ -73,9 +74,8 @@ def timed(section: str) -> Iterator[None]:
 def token_texts(tokenizer: Any, ids: torch.Tensor) -> np.ndarray:
     """Display text (:func:`display_token` of the decoded token) of every id, same shape."""
     flat = ids.reshape(-1).tolist()
-    unique = sorted(set(flat))
-    texts = dict(zip(unique, (display_token(t) for t in
-                              tokenizer.batch_decode([[i] for i in unique])), strict=True))
+    with tokenizer_lock(tokenizer):  # one tokenizer serves every session's thread
+        texts = {i: display_token(tokenizer.decode([i])) for i in set(flat)}
     return np.array([texts[i] for i in flat], dtype=object).reshape(tuple(ids.shape))
 
 
@@ -179,13 +179,15 @@ def resolve_target(tokenizer: Any, text: str) -> tuple[int | None, str | None]:
     model's predictions); (None, message) otherwise."""
     if text == "":
         return None, None
-    ids = tokenizer.encode(text, add_special_tokens=False)
+    with tokenizer_lock(tokenizer):
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        spaced = tokenizer.encode(" " + text, add_special_tokens=False)
+        pieces = [tokenizer.decode([i]) for i in ids]
     if len(ids) == 1:
         return int(ids[0]), None
-    pieces = ", ".join(f"“{display_token(p)}”" for p in tokenizer.convert_ids_to_tokens(ids))
+    pieces = ", ".join(f"“{display_token(p)}”" for p in pieces)
     hint = ""
-    if not text.startswith(" ") and len(tokenizer.encode(" " + text,
-                                                         add_special_tokens=False)) == 1:
+    if not text.startswith(" ") and len(spaced) == 1:
         hint = f" “␣{text}” (with a leading space) is one token."
     what = "no token" if not ids else f"{len(ids)} tokens ({pieces})"
     return None, escape_markdown(f"“{text}” is {what} here; type a single token.{hint}")
