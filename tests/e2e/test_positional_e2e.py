@@ -9,7 +9,7 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from browser_helpers import assert_no_exception, wait_idle
+from browser_helpers import assert_no_exception, pick_other_model, wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -57,17 +57,8 @@ def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
 
 
 def load_local(page, path: Path) -> None:
+    pick_other_model(page, str(path))
     sidebar = page.locator('[data-testid="stSidebar"]')
-    sidebar.locator('[data-testid="stSelectbox"]').first.click()
-    page.get_by_role("option", name="Other: Hugging Face id or local directory").click()
-    wait_idle(page)
-    box = sidebar.locator('[data-testid="stTextInput"] input')
-    box.fill(str(path))
-    box.press("Enter")
-    wait_idle(page)
-    sidebar.get_by_role("button", name="Load").click()
-    page.wait_for_timeout(400)
-    wait_idle(page)
     assert path.name in sidebar.locator('[data-testid="stAlertContentSuccess"]').inner_text()
 
 
