@@ -97,7 +97,7 @@ def heavy_work(label: str, gate: HeavyGate | None = None,
         if draw:
             if placeholder is None:
                 placeholder = st.empty()
-            placeholder.info(waiting_message(n_ahead, label), icon="⏳")
+            placeholder.info(waiting_message(n_ahead, label), icon=":material/hourglass_top:")
 
     limit = max_wait_s if max_wait_s is not None else server_limits().max_wait_s
     try:

@@ -164,7 +164,7 @@ def render_sidebar() -> ModelKey | None:
 
     missing = aliases_from_hub()
     if missing:
-        sidebar.info(hub_notice(missing), icon="☁️")
+        sidebar.info(hub_notice(missing), icon=":material/cloud_download:")
     if "load_error" in st.session_state:
         sidebar.error(st.session_state["load_error"], icon="⚠️")
     key = active_key()
