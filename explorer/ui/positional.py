@@ -36,7 +36,8 @@ from explorer.ui.widgets import chips_for, tokenize
 log = logging.getLogger(__name__)
 
 MAX_TOKENS = 256  # the rotary views read at most this many tokens of the prompt
-PROBE_TOKENS = 48  # the permutation and shift checks run on at most this many
+PROBE_TOKENS = 24  # the permutation and shift checks run on at most this many (one batched
+# forward of 4 x 24 tokens: a seed change answers in about 0.3 s on SmolLM2 here)
 ONE_POSITION, IN_ORDER = "all tokens at one position", "positions 0, 1, 2, …"
 
 
