@@ -36,7 +36,7 @@ from explorer.runs import (
 )
 from explorer.ui.downloads import csv_button
 from explorer.ui.runs import PageRun, memo_figure
-from explorer.ui.widgets import escape_markdown
+from explorer.ui.widgets import escape_markdown, is_byte_level
 from explorer.viz.layers import (
     contributions_chart,
     lines_chart,
@@ -45,6 +45,7 @@ from explorer.viz.layers import (
     trajectory_chart,
     value_heatmap,
 )
+from explorer.viz.token_chips import readable_piece
 from explorer.viz.tokens import display_token
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,14 @@ def timed(section: str) -> Iterator[None]:
 
 
 def token_texts(tokenizer: Any, ids: torch.Tensor) -> np.ndarray:
-    """Display text (:func:`display_token` of the decoded token) of every id, same shape."""
+    """Display text of every id, same shape: the piece as the token chips show it (bytes
+    of a partial character as ``\\xNN``, spaces as ``␣``)."""
     flat = ids.reshape(-1).tolist()
+    unique = sorted(set(flat))
     with tokenizer_lock(tokenizer):  # one tokenizer serves every session's thread
-        texts = {i: display_token(tokenizer.decode([i])) for i in set(flat)}
+        byte_level = is_byte_level(tokenizer)
+        pieces = tokenizer.convert_ids_to_tokens(unique)
+    texts = {i: readable_piece(p, byte_level) for i, p in zip(unique, pieces, strict=True)}
     return np.array([texts[i] for i in flat], dtype=object).reshape(tuple(ids.shape))
 
 
