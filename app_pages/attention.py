@@ -10,8 +10,9 @@ import streamlit as st
 from explorer.analysis.attention import HEAD_SCORES, aggregate_heads
 from explorer.ui import attention as ui
 from explorer.ui import page_header, require_model
+from explorer.ui.gate import server_limits
 from explorer.ui.resources import model_label
-from explorer.ui.runs import PageRun, memo_figure, shared_run
+from explorer.ui.runs import PageRun, memo_figure, run_or_stop
 from explorer.ui.widgets import chips_for, prompt_box, render_token_chips
 from explorer.viz import (
     attention_lines,
@@ -44,16 +45,7 @@ if not text.strip():
     st.stop()
 
 started = time.perf_counter()
-with st.spinner("Running the model once and scoring every head…"):
-    try:
-        page_run = shared_run(lm, text, target_text)
-    except Exception as exc:  # the model or the text may refuse: say so, keep the app alive
-        log.exception("attention analysis failed")
-        st.error(f"The attention analysis failed: {type(exc).__name__}.")
-        st.stop()
-for sequence, total in page_run.cut.items():
-    st.warning(f"The {sequence} text has {total:,} tokens; only the first "
-               f"{len(page_run.labels[sequence]):,} are analysed.")
+page_run = run_or_stop(lm, text, target_text)
 with st.expander(f"Tokens ({len(page_run.labels['source']):,})", expanded=False):
     source = page_run.stack(next(iter(page_run.run.stacks))).keys
     render_token_chips(chips_for(lm.tokenizer, source.ids.tolist(), source.pieces))
@@ -206,7 +198,8 @@ def induction_section() -> None:
     if cfg.kind == "encoder":
         st.caption("This is an encoder: it sees both copies at once, so high scores can also "
                    "come from plain copying.")
-    half_len = st.select_slider("Random tokens per copy", [20, 50, 100], value=50,
+    lengths = [n for n in (20, 50, 100) if n <= server_limits().max_induction_len] or [20]
+    half_len = st.select_slider("Random tokens per copy", lengths, value=min(50, lengths[-1]),
                                 key="attn_induction_len")
     if st.button("Run the induction test", key="attn_induction_run"):
         st.session_state["attn_induction_done"] = True

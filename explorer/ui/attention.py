@@ -23,6 +23,7 @@ import torch
 
 from explorer.analysis.attention import gqa_groups, renormalise_without
 from explorer.runs import InductionResult, induction_test
+from explorer.serving import shared_gate
 from explorer.ui.downloads import spreadsheet_safe
 from explorer.ui.runs import PageRun, memo_figure
 from explorer.ui.state import DEFAULT_PROMPT, get_prompt
@@ -46,8 +47,9 @@ def run_induction_test(label: str, half_len: int, seed: int, _lm: Any) -> Induct
     tokenizer = _lm.tokenizer
     bos = getattr(tokenizer, "bos_token_id", None)
     specials = list(getattr(tokenizer, "all_special_ids", []) or [])
-    return induction_test(_lm.model, _lm.config.kind, _lm.config.d_vocab, bos, specials,
-                          half_len, seed)
+    with shared_gate().slot():  # inside a cached function: the wait is silent
+        return induction_test(_lm.model, _lm.config.kind, _lm.config.d_vocab, bos, specials,
+                              half_len, seed)
 
 
 # --------------------------------------------------------------------------- layer views

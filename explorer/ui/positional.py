@@ -1,13 +1,15 @@
 """Streamlit glue for the positional-encodings page: cached runs of the prompt, CSV downloads.
 
 One :class:`PositionRun` per (model, prompt) and session holds the prompt's tokens and the
-residual stream entering every layer of the self-attention stack (``resid_pre``, small), so a
+residual stream entering every layer of the self-attention stack (``resid_pre``, views of
+the shared run's), so a
 layer's real queries and keys (`explorer.nn.position_probe.layer_qk`) cost one layer's
 projections. The "why position matters" checks run the stack a few times on the first
 :data:`PROBE_TOKENS` tokens (`explorer.nn.position_probe.probe_forward`), cached per seed and
 shift. Every chart is drawn by :func:`chart_with_csv`: the figure, then a download of its
-numbers as CSV (labels guarded against spreadsheet formulas). When the shared run object
-lands, :func:`prompt_run` is the one place to read ``resid_pre`` from it instead.
+numbers as CSV (labels guarded against spreadsheet formulas). :func:`prompt_run` reads
+``resid_pre`` from the prompt's shared run (`explorer.ui.runs`), so this page runs no
+forward of its own for a prompt another page has run.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from explorer.analysis.positional import (
 from explorer.nn.position_probe import LayerQK, layer_qk, probe_forward, self_attention_stack
 from explorer.ui.attention import spreadsheet_safe
 from explorer.ui.resources import model_label
+from explorer.ui.runs import shared_run
 from explorer.ui.widgets import chips_for, tokenize
 
 log = logging.getLogger(__name__)
@@ -65,8 +68,18 @@ def prompt_run(label: str, text: str, limit: int, with_residuals: bool, _lm: Any
     ids, labels, total = _prompt_tokens(_lm, text, limit)
     resid_pre = None
     if with_residuals and ids.shape[1]:
-        cache = probe_forward(_lm.model, ids, names=("blocks.*.resid_pre",))
-        resid_pre = [cache[f"blocks.{i}.resid_pre"] for i in range(len(cache))]
+        n, kind = ids.shape[1], _lm.config.kind
+        if kind == "decoder" or total <= limit:
+            # The prompt's shared run (no forward of our own). A causal stack's first n
+            # positions do not see the rest, so cutting its stream equals running the cut
+            # prompt; a bidirectional one is cut only when nothing was cut.
+            stream = shared_run(_lm, text).run.streams["encoder" if kind == "encoder-decoder"
+                                                       else "main"]
+            resid_pre = [stream.boundaries[i][None, :n].to(_lm.device, _lm.dtype)
+                         for i in range(stream.n_layers)]
+        else:
+            cache = probe_forward(_lm.model, ids, names=("blocks.*.resid_pre",))
+            resid_pre = [cache[f"blocks.{i}.resid_pre"] for i in range(len(cache))]
     return PositionRun(f"{label}|{hash(text)}|{limit}", ids, labels, total, resid_pre)
 
 

@@ -19,6 +19,8 @@ import streamlit as st
 import torch
 
 from explorer.runs import LRUMemo, PromptRun, Tokens, run_prompt
+from explorer.serving import GateTimeout
+from explorer.ui.gate import VisitorGone, busy_message, heavy_work
 from explorer.ui.resources import model_label
 from explorer.ui.widgets import chips_for, tokenize
 
@@ -83,7 +85,8 @@ def shared_run(lm: Any, text: str, target_text: str | None = None) -> PageRun:
             target, labels["target"], target_cut = prompt_tokens(lm, target_text, limit)
             if target_cut:
                 cut["target"] = target_cut
-        run = run_prompt(lm.model, cfg.kind, cfg.n_heads, source, target)
+        with heavy_work("analysis of this prompt"):  # one of a few heavy jobs at a time
+            run = run_prompt(lm.model, cfg.kind, cfg.n_heads, source, target)
         return PageRun(key, run, labels, cut)
 
     return run_store().get((model_label(lm), text, target_text), compute)
@@ -105,6 +108,11 @@ def run_or_stop(lm: Any, text: str, target_text: str | None = None) -> PageRun:
     with st.spinner("Running the model once over the prompt…"):
         try:
             page_run = shared_run(lm, text, target_text)
+        except VisitorGone:  # the tab closed while it waited for a slot: nobody to tell
+            st.stop()
+        except GateTimeout as exc:
+            st.warning(busy_message(exc))
+            st.stop()
         except Exception as exc:  # the model or the text may refuse: say so, keep the app
             log.exception("prompt run failed")
             st.error(f"The model could not run this text: {type(exc).__name__}.")

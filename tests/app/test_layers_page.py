@@ -1,7 +1,7 @@
 """Layers page (AppTest): the lens grid's top row is the model's own prediction, every tab
 renders on SmolLM2, MiniLM (no head: a sentence says why) and a tiny T5; one forward serves
-the Attention and Layers pages; hostile, empty, single-token, too-long and bad-target inputs
-get clear messages."""
+the Attention, Layers and Positional pages; hostile, empty, single-token, too-long and
+bad-target inputs get clear messages."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def test_widgets_rerun_their_section_without_errors(app) -> None:
 
 
 @pytest.mark.slow
-def test_one_forward_serves_the_attention_and_layers_pages(app, count_forwards) -> None:
+def test_one_forward_serves_the_attention_layers_and_positional_pages(app, count_forwards) -> None:
     prompt = "A prompt seen on two pages: counting forwards, once only."
     at = open_page(app, prompt, page="app_pages/attention.py")
     assert len(count_forwards) == 1
@@ -130,6 +130,10 @@ def test_one_forward_serves_the_attention_and_layers_pages(app, count_forwards) 
     at.select_slider(key="layers_geo_row").set_value("L5").run()
     at.switch_page("app_pages/attention.py").run()
     at.selectbox(key="attn_layer").set_value(4).run()
+    assert not at.exception
+    at.switch_page("app_pages/positional.py")
+    at.session_state["prompt_box_positional"] = prompt
+    at.run()  # its rotary views read resid_pre from the same run
     assert not at.exception
     assert len(count_forwards) == 1, count_forwards
 
