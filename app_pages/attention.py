@@ -12,8 +12,8 @@ from explorer.ui import attention as ui
 from explorer.ui import page_header, require_model
 from explorer.ui.gate import server_limits
 from explorer.ui.resources import model_label
-from explorer.ui.runs import PageRun, memo_figure, run_or_stop
-from explorer.ui.widgets import chips_for, prompt_box, render_token_chips
+from explorer.ui.runs import PageRun, memo_figure, prompt_inputs, run_or_stop
+from explorer.ui.widgets import chips_for, render_token_chips
 from explorer.viz import (
     attention_lines,
     head_map_chart,
@@ -35,14 +35,7 @@ page_header(
 lm = require_model()
 cfg = lm.config
 ui.use_attention_default_prompt("prompt_box_attention")
-text = prompt_box("Prompt", page_key="attention", height=90)
-target_text = None
-if cfg.kind == "encoder-decoder":
-    target_text = st.text_input("Decoder text (what the decoder reads; empty: the prompt)",
-                                max_chars=4_000, key="attn_target") or None
-if not text.strip():
-    st.info("Type a prompt to see its attention.")
-    st.stop()
+text, target_text = prompt_inputs(lm, "attention", "attn_target", "attention")
 
 started = time.perf_counter()
 page_run = run_or_stop(lm, text, target_text)

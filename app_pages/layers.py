@@ -9,8 +9,7 @@ import streamlit as st
 
 from explorer.ui import layers as ui
 from explorer.ui import page_header, require_model
-from explorer.ui.runs import run_or_stop
-from explorer.ui.widgets import prompt_box
+from explorer.ui.runs import prompt_inputs, run_or_stop
 
 page_header(
     "Layers",
@@ -21,14 +20,7 @@ page_header(
     "geometry: how long the vectors are and how the tokens arrange themselves.",
 )
 lm = require_model()
-text = prompt_box("Prompt", page_key="layers", height=90)
-target_text = None
-if lm.config.kind == "encoder-decoder":
-    target_text = st.text_input("Decoder text (what the decoder reads; empty: the prompt)",
-                                max_chars=4_000, key="layers_decoder_text") or None
-if not text.strip():
-    st.info("Type a prompt to see its layers.")
-    st.stop()
+text, target_text = prompt_inputs(lm, "layers", "layers_decoder_text", "layers")
 
 started = time.perf_counter()
 page_run = run_or_stop(lm, text, target_text)

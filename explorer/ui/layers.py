@@ -24,6 +24,7 @@ import torch
 
 from explorer.models.tokenizer import tokenizer_lock
 from explorer.runs import (
+    ResidualStream,
     Row,
     contributions,
     contributions_unavailable,
@@ -111,12 +112,18 @@ def _default_stride(n_layers: int, sublayers: bool) -> int:
     return max(1, -(-n_layers * per_block // 32))
 
 
+def lens_stream_or_info(lm: Any, page_run: PageRun) -> ResidualStream | None:
+    """The stream the lens reads, or None after saying why the model has none."""
+    stream = lens_stream(page_run.run)
+    if stream is None:
+        st.info(NO_LENS.format(name=escape_markdown(lm.name)))
+    return stream
+
+
 @st.fragment
 def lens_section(lm: Any, page_run: PageRun) -> None:
     run = page_run.run
-    stream = lens_stream(run)
-    if stream is None:
-        st.info(NO_LENS.format(name=escape_markdown(lm.name)))
+    if (stream := lens_stream_or_info(lm, page_run)) is None:
         return
     with timed("lens"):
         labels = stream_labels(page_run, stream.name)
@@ -229,9 +236,7 @@ def target_widgets(lm: Any, page_run: PageRun, stream_name: str
 @st.fragment
 def target_section(lm: Any, page_run: PageRun) -> None:
     run = page_run.run
-    stream = lens_stream(run)
-    if stream is None:
-        st.info(NO_LENS.format(name=escape_markdown(lm.name)))
+    if (stream := lens_stream_or_info(lm, page_run)) is None:
         return
     with timed("target"):
         picked = target_widgets(lm, page_run, stream.name)

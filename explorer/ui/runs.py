@@ -22,7 +22,7 @@ from explorer.runs import LRUMemo, PromptRun, Tokens, run_prompt
 from explorer.serving import GateTimeout
 from explorer.ui.gate import VisitorGone, busy_message, heavy_work
 from explorer.ui.resources import model_label
-from explorer.ui.widgets import chips_for, tokenize
+from explorer.ui.widgets import chips_for, prompt_box, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +121,18 @@ def run_or_stop(lm: Any, text: str, target_text: str | None = None) -> PageRun:
         st.warning(f"The {sequence} text has {total:,} tokens; only the first "
                    f"{len(page_run.labels[sequence]):,} are analysed.")
     return page_run
+
+
+def prompt_inputs(lm: Any, page_key: str, decoder_key: str, what: str
+                  ) -> tuple[str, str | None]:
+    """The page's prompt box and, for an encoder-decoder model, its decoder-text box (empty:
+    the prompt). Stops the page with a hint while the prompt is empty."""
+    text = prompt_box("Prompt", page_key=page_key, height=90)
+    target_text = None
+    if lm.config.kind == "encoder-decoder":
+        target_text = st.text_input("Decoder text (what the decoder reads; empty: the prompt)",
+                                    max_chars=4_000, key=decoder_key) or None
+    if not text.strip():
+        st.info(f"Type a prompt to see its {what}.")
+        st.stop()
+    return text, target_text

@@ -40,7 +40,7 @@ from explorer.viz.heatmap_cells import (
     pool_matrix,
     pooled_note,
 )
-from explorer.viz.tokens import escape_for_plotly
+from explorer.viz.tokens import escape_for_plotly, plotly_title
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +58,6 @@ def _query_rows(pattern_rows: Any, tokens: Sequence[str], query_index: int) -> n
     if rows.ndim != 2 or len(tokens) != rows.shape[1] or not 0 <= query_index < len(tokens):
         raise ValueError(f"{len(tokens)} tokens, query {query_index}, rows {rows.shape}")
     return rows
-
-
-def _title(title: str, note: str = "") -> dict[str, Any]:
-    layout_title: dict[str, Any] = {"text": escape_for_plotly(title)}
-    if note:
-        layout_title["subtitle"] = {"text": escape_for_plotly(note)}
-    return layout_title
 
 
 # --------------------------------------------------------------------------- figures
@@ -101,7 +94,7 @@ def attention_heatmap(
     fig.update_traces(zmin=colour_axis(scale)["cmin"], zmax=colour_axis(scale)["cmax"])
     fig.update_traces(colorscale=COLOURSCALE, colorbar=colour_axis(scale)["colorbar"])
     fig.update_layout(
-        title=_title(title, " ".join(notes)),
+        title=plotly_title(title, " ".join(notes)),
         xaxis={"title": {"text": "key"}, "type": "category", "tickangle": -60},
         yaxis={"title": {"text": "query"}, "type": "category", "autorange": "reversed"},
     )
@@ -247,7 +240,7 @@ def attention_lines(
         note = (f"{len(shown)} of {n_k} tokens shown: lines with weight ≥ {threshold:g}"
                 f" and their neighbours; ⋯ marks hidden tokens.")
     fig.update_layout(
-        title=_title(f"Attention from {tokens[query_index]} (position {query_index})", note),
+        title=plotly_title(f"Attention from {tokens[query_index]} (position {query_index})", note),
         xaxis={"visible": False, "range": [-0.9, 1.9]},
         yaxis={"visible": False, "autorange": "reversed"},
         height=max(300, 22 * len(row_y) + 120),
@@ -298,7 +291,7 @@ def head_small_multiples(
     note = "" if pooled.shape[-2:] == (n_q, n_k) else pooled_note(
         n_q, n_k, pooled.shape, q_starts, k_starts)
     fig.update_layout(
-        coloraxis=colour_axis(scale), title=_title("Attention by head", note),
+        coloraxis=colour_axis(scale), title=plotly_title("Attention by head", note),
         height=height,
     )
     return fig
@@ -334,8 +327,9 @@ def query_attention_bars(
         hovertemplate="%{y}<br>key: %{x}<br>weight: %{z:.4f}<extra></extra>",
     ))
     fig.update_layout(
-        title=_title(f"Where {query_label or tokens[query_index]} (position {query_index}) attends",
-                     f"Top {len(keys)} of {n_k} keys by their largest weight in any head."),
+        title=plotly_title(
+            f"Where {query_label or tokens[query_index]} (position {query_index}) attends",
+            f"Top {len(keys)} of {n_k} keys by their largest weight in any head."),
         xaxis={"title": {"text": "key"}, "type": "category"},
         yaxis={"title": {"text": "head"}, "type": "category", "autorange": "reversed"},
         height=max(250, 28 * n_heads + 140),

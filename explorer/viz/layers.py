@@ -25,7 +25,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from explorer.viz.heatmap_cells import as_array, distinct_labels
-from explorer.viz.tokens import escape_for_plotly
+from explorer.viz.tokens import escape_for_plotly, plotly_title
 
 # statistic -> (colour bar title, colour scale, fixed range or None). Light scales: the
 # cells carry dark text.
@@ -44,13 +44,6 @@ def _escaped(labels: Sequence[str]) -> list[str]:
 def _cell_text(token: str) -> str:
     short = token if len(token) <= CELL_CHARS else token[: CELL_CHARS - 1] + "…"
     return escape_for_plotly(short)
-
-
-def _title(text: str, note: str = "") -> dict[str, Any]:
-    title: dict[str, Any] = {"text": escape_for_plotly(text)}
-    if note:
-        title["subtitle"] = {"text": escape_for_plotly(note)}
-    return title
 
 
 def logit_lens_grid(
@@ -88,7 +81,7 @@ def logit_lens_grid(
     )
     fig = go.Figure(trace)
     fig.update_layout(
-        title=_title(title), height=max(300, 22 * n_rows + 200),
+        title=plotly_title(title), height=max(300, 22 * n_rows + 200),
         margin={"l": 10, "r": 10, "t": 140, "b": 10},
         xaxis={"side": "top", "tickangle": -45, "type": "category"},
         yaxis={"type": "category", "autorange": True},
@@ -121,7 +114,7 @@ def trajectory_chart(
     fig.update_yaxes(range=[0, 1.02], row=1, col=1)
     fig.update_yaxes(type="log", autorange="reversed", row=2, col=1)
     fig.update_xaxes(type="category", tickangle=-45)
-    fig.update_layout(title=_title(title), height=520, hovermode="x unified",
+    fig.update_layout(title=plotly_title(title), height=520, hovermode="x unified",
                       margin={"l": 10, "r": 10, "t": 80, "b": 10},
                       legend={"orientation": "h", "y": -0.2})
     return fig
@@ -157,7 +150,7 @@ def contributions_chart(
                                  hovertemplate="%{customdata}: %{y:+.4f}<extra></extra>"))
         fig.update_layout(barmode="group")
         fig.update_xaxes(categoryorder="array", categoryarray=xs)
-    fig.update_layout(title=_title(title, note), height=440, showlegend=how != "waterfall",
+    fig.update_layout(title=plotly_title(title, note), height=440, showlegend=how != "waterfall",
                       margin={"l": 10, "r": 10, "t": 80, "b": 10},
                       xaxis={"type": "category", "tickangle": -45},
                       yaxis={"title": {"text": "logit"}})
@@ -211,7 +204,7 @@ def value_heatmap(
         hovertemplate="%{y} · %{x}<br>" + escape_for_plotly(colour_title)
         + ": %{z:.4g}<extra></extra>"))
     height = 520 if square else max(300, min(16 * len(ys) + 160, 700))
-    fig.update_layout(title=_title(title, note), height=height,
+    fig.update_layout(title=plotly_title(title, note), height=height,
                       margin={"l": 10, "r": 10, "t": 80, "b": 10},
                       xaxis={"type": "category", "tickangle": -45},
                       yaxis={"type": "category", "autorange": "reversed" if square else True})
@@ -236,7 +229,7 @@ def lines_chart(
         label = escape_for_plotly(name)
         fig.add_trace(go.Scatter(x=xs, y=as_array(ys), mode="lines+markers", name=label,
                                  hovertemplate="%{x}: %{y:.4g}<extra>" + label + "</extra>"))
-    fig.update_layout(title=_title(title), height=380, hovermode="x unified",
+    fig.update_layout(title=plotly_title(title), height=380, hovermode="x unified",
                       margin={"l": 10, "r": 10, "t": 60, "b": 10},
                       xaxis={"type": "category", "tickangle": -45},
                       yaxis={"title": {"text": escape_for_plotly(y_title)},
@@ -265,7 +258,7 @@ def pca_scatter(
         hovertemplate="%{text}<br>(%{x:.3g}, %{y:.3g})<extra></extra>"))
     axis = {"range": list(axis_range)} if axis_range else {}
     fig.update_layout(
-        title=_title(title, f"PC1 {100 * share[0]:.1f}% · PC2 {100 * share[1]:.1f}% of the "
+        title=plotly_title(title, f"PC1 {100 * share[0]:.1f}% · PC2 {100 * share[1]:.1f}% of the "
                             "variance"),
         height=480, margin={"l": 10, "r": 10, "t": 80, "b": 10},
         xaxis={"title": {"text": "PC1"}, "zeroline": True, **axis},

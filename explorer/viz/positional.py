@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from explorer.viz.tokens import escape_for_plotly
+from explorer.viz.tokens import escape_for_plotly, plotly_title
 
 MAX_CELLS = 256  # per side of a heatmap
 DIVERGING = "RdBu_r"
@@ -36,13 +36,6 @@ def _array(values: Any) -> np.ndarray:
     if hasattr(values, "detach"):
         values = values.detach().double().cpu().numpy()
     return np.asarray(values, dtype=np.float64)
-
-
-def _title(title: str, note: str = "") -> dict[str, Any]:
-    layout: dict[str, Any] = {"text": escape_for_plotly(title)}
-    if note:
-        layout["subtitle"] = {"text": escape_for_plotly(note)}
-    return layout
 
 
 def _axis(title: str, **extra: Any) -> dict[str, Any]:
@@ -114,7 +107,7 @@ def value_heatmap(
     y_axis = _axis(y_title, autorange="reversed")
     if y_labels is not None:
         y_axis["type"] = "category"
-    fig.update_layout(title=_title(title, note), xaxis=_axis(x_title), yaxis=y_axis)
+    fig.update_layout(title=plotly_title(title, note), xaxis=_axis(x_title), yaxis=y_axis)
     return fig
 
 
@@ -148,7 +141,7 @@ def line_chart(
         ))
     if marker_x is not None:
         fig.add_vline(x=float(marker_x), line_dash="dot", line_color="grey")
-    fig.update_layout(title=_title(title, note), xaxis=_axis(x_title),
+    fig.update_layout(title=plotly_title(title, note), xaxis=_axis(x_title),
                       yaxis=_axis(y_title, type="log" if log_y else "linear"),
                       showlegend=len(series) > 1, hovermode="x unified" if len(xs) < 2000
                       else "closest")
@@ -179,7 +172,7 @@ def bar_chart(
             x=labels, y=_finite(ys), name=label, customdata=extra,
             hovertemplate=f"{label}<br>%{{x}}: %{{y:.4g}}<br>%{{customdata}}<extra></extra>",
         ))
-    fig.update_layout(title=_title(title, note), barmode="group",
+    fig.update_layout(title=plotly_title(title, note), barmode="group",
                       xaxis=_axis(x_title, type="category"),
                       yaxis=_axis(y_title, type="log" if log_y else "linear"),
                       showlegend=len(series) > 1)
@@ -206,7 +199,7 @@ def pair_rotation_chart(points: Any, positions: Any, title: str = "",
     ))
     span = 1.1 * (radius or 1.0)
     fig.update_layout(
-        title=_title(title, note),
+        title=plotly_title(title, note),
         xaxis=_axis("first dimension of the pair", range=[-span, span], zeroline=True),
         yaxis=_axis("second dimension", range=[-span, span], scaleanchor="x", zeroline=True),
     )
@@ -237,5 +230,5 @@ def pca_trajectory(coords: Any, positions: Any, explained: Any, title: str = "",
                                    mode="lines+markers", marker=marker, line=line,
                                    customdata=where.tolist(), hovertemplate=hover))
         fig.update_layout(xaxis=_axis(names[0]), yaxis=_axis(names[1]))
-    fig.update_layout(title=_title(title), showlegend=False)
+    fig.update_layout(title=plotly_title(title), showlegend=False)
     return fig

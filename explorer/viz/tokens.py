@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
+from typing import Any
 
 # Byte-level BPE maps bytes 0x00-0x20 to U+0100-U+0120 (GPT-2 `bytes_to_unicode`). Only the
 # whitespace ones are rewritten: the rest are real letters in some languages (Maltese Ġ, Ċ...).
@@ -85,3 +86,11 @@ def escape_for_plotly(text: str) -> str:
     characters; markdown such as ``**bold**`` is not interpreted by plotly and passes through.
     """
     return str(text).translate(_PLOTLY_ESCAPES)
+
+
+def plotly_title(text: str, note: str = "") -> dict[str, Any]:
+    """A plotly layout title (escaped), with ``note`` as its escaped subtitle when given."""
+    title: dict[str, Any] = {"text": escape_for_plotly(text)}
+    if note:
+        title["subtitle"] = {"text": escape_for_plotly(note)}
+    return title

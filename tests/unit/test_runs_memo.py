@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 import torch
 
 from explorer.runs.memo import LRUMemo, nbytes_of
@@ -94,9 +95,7 @@ def test_a_failed_computation_is_not_stored_and_can_be_retried() -> None:
     def boom() -> int:
         raise RuntimeError("no")
 
-    try:
+    with pytest.raises(RuntimeError):
         memo.get("k", boom)
-    except RuntimeError:
-        pass
     assert "k" not in memo
     assert memo.get("k", lambda: 5) == 5
