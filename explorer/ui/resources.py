@@ -1,8 +1,9 @@
 """Loaded models, held once per server process and shared by every browser session.
 
 `st.cache_resource` holds one :class:`ModelStore`; the store keeps loaded models keyed by
-``(name, device, dtype)`` (at most ``MAX_MODELS`` at once, least recently used dropped first)
-with one lock per key, so two sessions asking for the same model wait for one load. The
+``(name, device, dtype)`` in the app's one memo class (at most ``MAX_MODELS`` at once, least
+recently used dropped first, one load per key), so two sessions asking for the same model
+wait for one load. The
 loader's progress callback drives an ``st.status`` box in the sidebar; it runs outside any
 cached function, so nothing is replayed on later runs. Pages read the model and never mutate
 it: ``explorer.nn`` passes activation capture through the call, not through module state.
@@ -12,9 +13,7 @@ from __future__ import annotations
 
 import gc
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import streamlit as st
 
 import explorer
+from explorer.runs import LRUMemo
 
 log = logging.getLogger(__name__)
 
@@ -46,55 +46,44 @@ class ModelKey:
 
 
 class ModelStore:
-    """Process-wide loaded models with per-key locks (thread safe)."""
+    """Process-wide loaded models, at most ``max_models``, least recently used dropped first
+    (an :class:`~explorer.runs.LRUMemo`: one load per key even when sessions ask at once)."""
 
     def __init__(self, loader: Callable[..., Any] | None = None, max_models: int = MAX_MODELS):
         self._loader = loader
-        self._max_models = max_models
-        self._models: OrderedDict[ModelKey, Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self._key_locks: dict[ModelKey, threading.Lock] = {}
+        self._models = LRUMemo(max_entries=max_models)
 
     def loader(self) -> Callable[..., Any]:
         return self._loader or explorer.load
 
     def get(self, key: ModelKey) -> Any | None:
         """The model if already loaded (and mark it recently used), else None."""
-        with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
-        return None
+        return self._models.peek(key)
+
+    def put(self, key: ModelKey, model: Any) -> None:
+        """Hold an already built model under ``key`` (tests, experiments)."""
+        self._models.put(key, model)
+
+    def discard(self, key: ModelKey) -> None:
+        self._models.discard(key)
 
     def load(self, key: ModelKey, progress: Callable[..., None] | None = None) -> Any:
-        """Load (or return the already loaded) model; the loader's exceptions propagate."""
-        with self._lock:
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:
-            loaded = self.get(key)
-            if loaded is not None:
-                return loaded
+        """Load (or return the already loaded) model; the loader's exceptions propagate (and
+        nothing is kept for a name that failed)."""
+
+        def load_now() -> Any:
             start = time.perf_counter()
-            try:
-                model = self.loader()(key.name, device=key.device, dtype=key.dtype,
-                                      progress=progress, allow_local=key.local)
-            except BaseException:
-                with self._lock:  # made-up names from URLs must not pile up locks
-                    self._key_locks.pop(key, None)
-                raise
+            model = self.loader()(key.name, device=key.device, dtype=key.dtype,
+                                  progress=progress, allow_local=key.local)
             log.info("loaded %s in %.1f s", key.label(), time.perf_counter() - start)
             # The model and everything imported so far live as long as the server: keep
             # them out of the cyclic collector's full passes (otherwise a pause of ~0.2 s
             # now and then, longer than a whole head switch on the attention page).
             gc.collect()
             gc.freeze()
-            with self._lock:
-                self._models[key] = model
-                while len(self._models) > self._max_models:
-                    dropped, _ = self._models.popitem(last=False)
-                    self._key_locks.pop(dropped, None)
-                    log.info("dropped %s from the model store", dropped.label())
             return model
+
+        return self._models.get(key, load_now)
 
 
 def model_label(lm: Any) -> str:

@@ -35,26 +35,31 @@ class WordTokenizer:
 
 
 @contextmanager
-def tiny_t5_in_store(at: AppTest) -> Iterator[None]:
-    """A tiny random T5-like model (no download) put in the app's model store and selected
-    for the AppTest session ``at``, removed again afterwards."""
-    from explorer.config import ModelConfig
+def model_in_store(at: AppTest, name: str, cfg) -> Iterator[None]:
+    """A random model built from ``cfg`` (no download, :class:`WordTokenizer`) put in the
+    app's model store and selected for the AppTest session ``at``, removed afterwards."""
     from explorer.models.loaded import LoadedModel
     from explorer.nn import build_model
     from explorer.ui.resources import ModelKey, model_store
 
     torch.manual_seed(0)
-    cfg = ModelConfig(d_model=16, n_heads=4, d_mlp=24, d_vocab=37, n_ctx=64, n_layers=2,
-                      kind="encoder-decoder", positional="relative", norm="rmsnorm",
-                      mlp="geglu", n_decoder_layers=3, name="tiny-t5", family="t5")
-    lm = LoadedModel("tiny-t5", None, cfg, WordTokenizer(), build_model(cfg).eval(),
+    lm = LoadedModel(name, None, cfg, WordTokenizer(), build_model(cfg).eval(),
                      torch.device("cpu"), torch.float32)
-    key = ModelKey("tiny-t5-test")
-    model_store()._models[key] = lm
+    key = ModelKey(f"{name}-test")
+    model_store().put(key, lm)
     at.session_state["model_key"] = key
     at.session_state["first_load_done"] = True
     try:
         yield
     finally:
-        model_store()._models.pop(key, None)
+        model_store().discard(key)
 
+
+def tiny_t5_in_store(at: AppTest):
+    """A tiny random T5-like model in the store, selected for ``at`` (a context manager)."""
+    from explorer.config import ModelConfig
+
+    cfg = ModelConfig(d_model=16, n_heads=4, d_mlp=24, d_vocab=37, n_ctx=64, n_layers=2,
+                      kind="encoder-decoder", positional="relative", norm="rmsnorm",
+                      mlp="geglu", n_decoder_layers=3, name="tiny-t5", family="t5")
+    return model_in_store(at, "tiny-t5", cfg)

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
-from app_helpers import WordTokenizer, tiny_t5_in_store
+from app_helpers import model_in_store, tiny_t5_in_store
 
 from explorer.ui import positional as glue
 
@@ -54,27 +52,13 @@ def downloads(at) -> int:
     return len(at.get("download_button"))
 
 
-@contextmanager
-def tiny_model_in_store(at, **config) -> Iterator[None]:
+def tiny_model_in_store(at, **config):
     """A tiny random decoder (no download) put in the app's store and selected for ``at``."""
     from explorer.config import ModelConfig
-    from explorer.models.loaded import LoadedModel
-    from explorer.nn import build_model
-    from explorer.ui.resources import ModelKey, model_store
 
-    torch.manual_seed(0)
     cfg = ModelConfig(d_model=24, n_heads=6, d_mlp=24, d_vocab=37, n_ctx=64, n_layers=2,
                       name="tiny", **config)
-    lm = LoadedModel("tiny", None, cfg, WordTokenizer(), build_model(cfg).eval(),
-                     torch.device("cpu"), torch.float32)
-    key = ModelKey(f"tiny-{config['positional']}-test")
-    model_store()._models[key] = lm
-    at.session_state["model_key"] = key
-    at.session_state["first_load_done"] = True
-    try:
-        yield
-    finally:
-        model_store()._models.pop(key, None)
+    return model_in_store(at, f"tiny-{config['positional']}", cfg)
 
 
 # --------------------------------------------------------------------------- pure helpers

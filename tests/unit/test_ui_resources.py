@@ -43,7 +43,9 @@ def test_failed_and_dropped_loads_leave_no_lock_behind() -> None:
     for i in range(5):
         with pytest.raises(FileNotFoundError):
             store.load(ModelKey(f"bad-{i}"))
-    assert store._key_locks == {}
+    assert store._models._key_locks == {} and len(store._models) == 0
     store.load(ModelKey("first"))
     store.load(ModelKey("second"))  # drops "first": at most one model is kept
-    assert set(store._key_locks) == {ModelKey("second")}
+    assert store._models.keys() == [ModelKey("second")]
+    assert store._models._key_locks == {}
+    assert store.get(ModelKey("first")) is None and store.get(ModelKey("second")).name == "second"
