@@ -372,6 +372,11 @@ def geometry_section(lm: Any, page_run: PageRun) -> None:
                                                   note="cosine similarity of a token's vector "
                                                        "before and after the block"),
                                     "layers"), key="layers_consecutive_fig")
+        csv_button("Download the block-to-block cosines (CSV)", lambda: pd.DataFrame.from_records(
+            [{"step": step, "position": p, "token": labels[p],
+              "cosine": float(norms.cosine[i, p])}
+             for i, step in enumerate(steps) for p in range(len(labels))]),
+            "block_cosines.csv", "layers_consecutive_csv")
         choice = st.select_slider("Layer", names, value=names[-1], key="layers_geo_row")
         row = options[names.index(choice)]
         left, right = st.columns(2, gap="large")
