@@ -9,6 +9,12 @@ from explorer.viz.attention import (
     query_attention_bars,
 )
 from explorer.viz.heatmap_cells import COLOUR_SCALES, pool_matrix
+from explorer.viz.interventions import (
+    attribution_heatmap,
+    distribution_comparison,
+    lens_difference_grid,
+    patching_heatmap,
+)
 from explorer.viz.positional import (
     bar_chart,
     line_chart,
@@ -22,13 +28,17 @@ __all__ = [
     "COLOUR_SCALES",
     "attention_heatmap",
     "attention_lines",
+    "attribution_heatmap",
     "bar_chart",
     "display_token",
+    "distribution_comparison",
     "escape_for_plotly",
     "head_map_chart",
     "head_small_multiples",
+    "lens_difference_grid",
     "line_chart",
     "pair_rotation_chart",
+    "patching_heatmap",
     "pattern_frame",
     "pca_trajectory",
     "pool_matrix",
