@@ -15,7 +15,7 @@ Shapes: n prompt positions, V d_vocab, L n_layers, h n_heads, m context position
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from explorer.generation.sampling import (
     sampling_distribution,
 )
 from explorer.generation.text import IncrementalDetokenizer, end_token_ids, token_text
-from explorer.nn.capture import Capture
+from explorer.nn.capture import Capture, Edit
 from explorer.nn.kv_cache import KVCache
 
 PATTERN_SUFFIX = ".attn.pattern"
@@ -122,16 +122,22 @@ def _forward(
     cache: KVCache,
     capture_attention: bool,
     fast: FastDecoder | None = None,
+    edits: Mapping[str, Edit] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Feed ids [1, n] through the cache -> (last logits [V] float32, attention [L, h, m]).
 
-    A single token goes through the lean `FastDecoder` when the model has one.
+    A single token goes through the lean `FastDecoder` when the model has one (never with
+    ``edits``: they take this general path, applied to every step's activations).
     """
     if fast is not None and ids.shape[1] == 1:
+        if edits:
+            raise ValueError("the fast decoder cannot apply edits")
         return fast.step(ids, capture_attention)
-    capture = Capture(_pattern_names) if capture_attention else None
+    capture = None
+    if capture_attention or edits:
+        capture = Capture(_pattern_names if capture_attention else (), edits)
     logits = model(ids, kv_cache=cache, last_only=True, capture=capture)[0, -1].float()
-    if capture is None:
+    if not capture_attention:
         return logits, None
     pattern = capture.cache.stack("attn.pattern")  # [L, 1, h, 1, m]
     return logits, pattern[:, 0, :, -1].float()
@@ -160,12 +166,14 @@ class _DecoderRun:
     prompt and the tokens so far."""
 
     def __init__(self, model: torch.nn.Module, prompt: torch.Tensor, max_new: int,
-                 capture_attention: bool) -> None:
+                 capture_attention: bool, edits: Mapping[str, Edit] | None = None) -> None:
         weight = next(model.parameters())
         self.model, self.prompt, self.capture = model, prompt, capture_attention
+        self.edits = dict(edits or {})
         self.cache = KVCache(model.cfg, prompt.shape[1] + max_new, device=weight.device,
                              dtype=weight.dtype)
-        self.fast = FastDecoder.build(model, self.cache)
+        # The lean step has no activation points to edit: edited runs take the general path.
+        self.fast = None if self.edits else FastDecoder.build(model, self.cache)
         self.context_ids = prompt[0].tolist()  # the text continues the prompt
 
     @property
@@ -173,15 +181,15 @@ class _DecoderRun:
         return self.cache.length
 
     def start(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        prompt = self.prompt
+        prompt, edits = self.prompt, self.edits
         if self.capture and prompt.shape[1] > 1:  # the last prompt token runs as a cached,
-            _forward(self.model, prompt[:, :-1], self.cache, False)  # captured step
-            return _forward(self.model, prompt[:, -1:], self.cache, True, self.fast)
-        return _forward(self.model, prompt, self.cache, self.capture, self.fast)
+            _forward(self.model, prompt[:, :-1], self.cache, False, edits=edits)  # captured step
+            return _forward(self.model, prompt[:, -1:], self.cache, True, self.fast, edits)
+        return _forward(self.model, prompt, self.cache, self.capture, self.fast, edits)
 
     def step(self, token_id: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         ids = torch.tensor([[token_id]], device=self.prompt.device)
-        return _forward(self.model, ids, self.cache, self.capture, self.fast)
+        return _forward(self.model, ids, self.cache, self.capture, self.fast, self.edits)
 
 
 def _cross_pattern_names(name: str) -> bool:
@@ -196,11 +204,21 @@ class _Seq2SeqRun:
 
     @torch.inference_mode()
     def __init__(self, model: torch.nn.Module, prompt: torch.Tensor, max_new: int,
-                 capture_attention: bool) -> None:
+                 capture_attention: bool, edits: Mapping[str, Edit] | None = None) -> None:
         cfg = model.cfg
         weight = next(model.parameters())
         self.model, self.capture = model, capture_attention
-        self.memory = model.encode(prompt)  # [1, n, D]
+        edits = dict(edits or {})
+        unknown = [n for n in edits if not n.startswith(("encoder.", "decoder."))]
+        if unknown:
+            raise ValueError(f"an encoder-decoder's edits start with encoder. or decoder.: "
+                             f"{unknown}")
+        encoder_edits = {n: f for n, f in edits.items() if n.startswith("encoder.")}
+        self.decoder_edits = {n: f for n, f in edits.items() if n.startswith("decoder.")}
+        capture = Capture(names=(), edits=encoder_edits) if encoder_edits else None
+        self.memory = model.encode(prompt, capture=capture)  # [1, n, D]
+        if capture is not None:
+            capture.check_applied()
         self.cache = KVCache(cfg.replace(n_layers=cfg.n_decoder_layers), max_new + 1,
                              device=weight.device, dtype=weight.dtype)
         self.start_id = cfg.decoder_start_token_id
@@ -216,10 +234,14 @@ class _Seq2SeqRun:
     @torch.inference_mode()
     def step(self, token_id: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         ids = torch.tensor([[token_id]], device=self.memory.device)
-        capture = Capture(_cross_pattern_names) if self.capture else None
+        capture = None
+        if self.capture or self.decoder_edits:
+            capture = Capture(_cross_pattern_names if self.capture else (), self.decoder_edits)
         logits = self.model.decode(ids, self.memory, capture=capture, kv_cache=self.cache)
         logits = logits[0, -1].float()
-        if capture is None:
+        if capture is not None:
+            capture.check_applied()
+        if not self.capture:
             return logits, None
         pattern = capture.cache.stack(CROSS_PATTERN_SUFFIX.lstrip("."), prefix="decoder.")
         return logits, pattern[:, 0, :, -1].float()  # [L, h, n]
@@ -236,6 +258,7 @@ def generate(
     stop_ids: Iterable[int] | None = None,
     capture_attention: bool = False,
     top_n: int = 10,
+    edits: Mapping[str, Edit] | None = None,
 ) -> Iterator[GenerationStep]:
     """Stream tokens that ``lm.model`` generates from ``ids`` ([1, n] or [n]): a decoder
     continues them; an encoder-decoder (T5) reads them with its encoder and writes new text
@@ -246,6 +269,8 @@ def generate(
     end token (``stop_ids``, default: the tokenizer's eos and end-of-turn tokens) or
     ``max_new_tokens`` (bounded by the context; a too-long prompt is cut from the left and
     each step reports the cut). The shared model is only read: each call owns its cache.
+    ``edits`` (`explorer.nn.capture`) replace named activations at every step, the prompt's
+    included; such a run takes the general (not the fast) decoding path.
     """
     start = time.perf_counter()
     model, tokenizer = lm.model, lm.tokenizer
@@ -265,7 +290,7 @@ def generate(
         generator = torch.Generator(device=weight.device)
         generator.manual_seed(seed) if seed is not None else generator.seed()
 
-    run = runs[cfg.kind](model, prompt, fit.max_new_tokens, capture_attention)
+    run = runs[cfg.kind](model, prompt, fit.max_new_tokens, capture_attention, edits)
     logits, attention = run.start()
     detok = IncrementalDetokenizer(tokenizer, run.context_ids)
     ttft = None

@@ -219,18 +219,24 @@ class Attention(nn.Module):
         them (the encoder output is fixed while decoding). ``capture`` records
         ``{prefix}pattern`` (and q/k/v/z when asked).
         """
+        edit = capture.edit if capture is not None else None
         if self.cross and kv is not None and kv.cross is not None:
-            # The encoder output does not change while decoding: its keys/values are reused.
+            # The encoder output does not change while decoding: its keys/values are reused
+            # (edited, if asked, on the first step that computed them).
             q = rearrange(self.q(x), "b n (h d) -> b h n d", d=self.d_head)
+            q = edit(prefix + "q", q) if edit else q
             k, v = kv.cross
         else:
             q, k, v = self.project(x, context, rope)
+            if edit:  # before the cache, so later steps read the edited keys/values
+                q, k, v = (edit(prefix + name, t) for name, t in zip("qkv", (q, k, v),
+                                                                      strict=True))
             if kv is not None and self.cross:
                 kv.cross = (k, v)
             elif kv is not None:
                 k, v = kv.append(k, v)
         n_rep = self.n_heads // self.n_kv_heads
-        want_pattern = capture is not None and capture.wants(prefix + "pattern")
+        want_pattern = capture is not None and capture.touches(prefix + "pattern")
         if capture is not None:
             capture.save(prefix + "q", q)
             capture.save(prefix + "k", k)
@@ -238,17 +244,16 @@ class Attention(nn.Module):
         if want_pattern:
             if is_causal and mask is None:
                 mask = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
-            z, pattern = scaled_dot_product_attention(
-                q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask, self.scale
-            )
-            capture.save(prefix + "pattern", pattern)
+            pattern = capture.through(prefix + "pattern",
+                                      attention_pattern(q, repeat_kv(k, n_rep), mask, self.scale))
+            z = torch.matmul(pattern, repeat_kv(v, n_rep))
         else:
             z = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=None if is_causal else mask, is_causal=is_causal,
                 scale=self.scale, enable_gqa=n_rep > 1,
             )
         if capture is not None:
-            capture.save(prefix + "z", z)
+            z = capture.through(prefix + "z", z)
         return self.o(rearrange(z, "b h n d -> b n (h d)"))
 
     def pattern(
@@ -258,11 +263,18 @@ class Attention(nn.Module):
         context: torch.Tensor | None = None,
         rope: tuple[torch.Tensor, ...] | None = None,
         mask: torch.Tensor | None = None,
+        capture: Capture | None = None,
+        prefix: str = "",
     ) -> torch.Tensor:
         """Only the attention pattern [b, h, n, m] for (already normalised) inputs.
 
         Lets a view recompute one layer's pattern from a stored residual stream instead of
-        keeping every layer's n x m matrices in memory.
+        keeping every layer's n x m matrices in memory. ``capture``'s edits of
+        ``{prefix}q``, ``k`` and ``pattern`` apply as in the forward.
         """
         q, k, _ = self.project(x, context, rope)
-        return attention_pattern(q, repeat_kv(k, self.n_heads // self.n_kv_heads), mask, self.scale)
+        if capture is not None:
+            q, k = capture.edit(prefix + "q", q), capture.edit(prefix + "k", k)
+        pattern = attention_pattern(q, repeat_kv(k, self.n_heads // self.n_kv_heads), mask,
+                                    self.scale)
+        return pattern if capture is None else capture.edit(prefix + "pattern", pattern)

@@ -38,14 +38,15 @@ class TransformerBlock(nn.Module):
         self.mlp = build_mlp(cfg)
 
     def _residual(
-        self, x: torch.Tensor, norm: nn.Module, sublayer: Callable[[torch.Tensor], torch.Tensor]
+        self, x: torch.Tensor, norm: nn.Module, sublayer: Callable[[torch.Tensor], torch.Tensor],
+        edit: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sub-layer output, new residual) for pre-norm x + f(norm(x)) or post norm(x + f(x))."""
-        if self.pre_norm:
-            out = sublayer(norm(x))
-            return out, x + out
-        out = sublayer(x)
-        return out, norm(x + out)
+        """(sub-layer output, new residual) for pre-norm x + f(norm(x)) or post norm(x + f(x));
+        ``edit`` may replace the output before it is added."""
+        out = sublayer(norm(x) if self.pre_norm else x)
+        if edit is not None:
+            out = edit(out)
+        return out, x + out if self.pre_norm else norm(x + out)
 
     def forward(
         self,
@@ -61,30 +62,32 @@ class TransformerBlock(nn.Module):
         prefix: str = "",
     ) -> torch.Tensor:
         """x [b, n, D] -> [b, n, D]; ``context`` [b, m, D] feeds the cross-attention."""
-        save = capture.save if capture is not None else None
-        if save:
-            save(prefix + "resid_pre", x)
-        attn_out, x = self._residual(x, self.ln1, lambda h: self.attn(
+        if capture is None:
+            through = None
+        else:
+            def through(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+                return lambda t: capture.through(prefix + name, t)
+        if through:
+            x = through("resid_pre")(x)
+        _, x = self._residual(x, self.ln1, lambda h: self.attn(
             h, rope=rope, mask=mask, is_causal=is_causal, kv=kv,
             capture=capture, prefix=prefix + "attn.",
-        ))
-        if save:
-            save(prefix + "attn.out", attn_out)
-            save(prefix + "resid_mid", x)
+        ), through and through("attn.out"))
+        if through:
+            x = through("resid_mid")(x)
         if self.cross_attn is not None:
-            cross_out, x = self._residual(x, self.ln_cross, lambda h: self.cross_attn(
+            _, x = self._residual(x, self.ln_cross, lambda h: self.cross_attn(
                 h, context=context, mask=context_mask, kv=kv, capture=capture,
                 prefix=prefix + "cross_attn.",
-            ))
-            if save:
-                save(prefix + "cross_attn.out", cross_out)
-                save(prefix + "resid_cross", x)
-        mlp_out, x = self._residual(
-            x, self.ln2, lambda h: self.mlp(h, capture=capture, prefix=prefix + "mlp.")
+            ), through and through("cross_attn.out"))
+            if through:
+                x = through("resid_cross")(x)
+        _, x = self._residual(
+            x, self.ln2, lambda h: self.mlp(h, capture=capture, prefix=prefix + "mlp."),
+            through and through("mlp.out"),
         )
-        if save:
-            save(prefix + "mlp.out", mlp_out)
-            save(prefix + "resid_post", x)
+        if through:
+            x = through("resid_post")(x)
         return x
 
     def attention_input(self, resid_pre: torch.Tensor) -> torch.Tensor:

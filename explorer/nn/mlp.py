@@ -46,7 +46,7 @@ class MLP(nn.Module):
     ) -> torch.Tensor:
         hidden = self.act(self.up(x))  # [b, n, F]
         if capture is not None:
-            capture.save(prefix + "post", hidden)
+            hidden = capture.through(prefix + "post", hidden)
         return self.down(hidden)
 
 
@@ -65,7 +65,7 @@ class GatedMLP(nn.Module):
     ) -> torch.Tensor:
         hidden = self.act(self.gate(x)) * self.up(x)  # [b, n, F]
         if capture is not None:
-            capture.save(prefix + "post", hidden)
+            hidden = capture.through(prefix + "post", hidden)
         return self.down(hidden)
 
 

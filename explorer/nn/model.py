@@ -16,6 +16,8 @@ Parameter names (what the loaders in `explorer.models` fill):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -28,7 +30,7 @@ from explorer.nn.attention import (
     padding_mask,
 )
 from explorer.nn.block import TransformerBlock
-from explorer.nn.capture import ActivationCache, Capture, NameFilter
+from explorer.nn.capture import ActivationCache, Capture, Edit, NameFilter, capture_for
 from explorer.nn.kv_cache import KVCache
 from explorer.nn.mlp import ACTIVATIONS
 from explorer.nn.norms import build_norm
@@ -89,11 +91,11 @@ class Embeddings(nn.Module):
         """ids [b, n], positions [n] -> the first residual stream [b, n, D]."""
         x = self.tokens(ids)
         if capture is not None:
-            capture.save(prefix + "embed", x)
+            x = capture.through(prefix + "embed", x)
         if self.positions is not None:
             pos = self.positions(positions).to(x.dtype)
             if capture is not None:
-                capture.save(prefix + "pos_embed", pos)
+                pos = capture.through(prefix + "pos_embed", pos)
             x = x + pos
         if self.token_types is not None:
             types = torch.zeros_like(ids) if token_type_ids is None else token_type_ids
@@ -211,26 +213,38 @@ class Stack(nn.Module):
         if self.final_norm is not None:
             x = self.final_norm(x)
             if capture is not None:
-                capture.save(prefix + "final_norm", x)
+                x = capture.through(prefix + "final_norm", x)
         return x
 
     @torch.no_grad()
     def layer_pattern(
-        self, layer: int, resid_pre: torch.Tensor, attention_mask: torch.Tensor | None = None
+        self, layer: int, resid_pre: torch.Tensor, attention_mask: torch.Tensor | None = None,
+        edits: Mapping[str, Edit] | None = None,
     ) -> torch.Tensor:
         """Recompute one layer's self-attention pattern [b, h, n, n] from its resid_pre.
 
         Costs one layer's Q.K, so views can show any layer of a long prompt without the
-        whole cache holding every layer's n x n patterns.
+        whole cache holding every layer's n x n patterns. ``edits`` may name this layer's
+        ``blocks.{layer}.attn.q``, ``.k`` or ``.pattern`` (relative to this stack); anything
+        upstream belongs in the forward that produced ``resid_pre``, and is refused.
         """
+        prefix = f"blocks.{layer}.attn."
+        allowed = {prefix + name for name in ("q", "k", "pattern")}
+        if edits and not set(edits) <= allowed:
+            raise ValueError(f"a recomputed pattern can only apply edits of {sorted(allowed)}; "
+                             f"{sorted(set(edits) - allowed)} act before resid_pre: run the "
+                             "forward with them")
         n = resid_pre.shape[1]
         kwargs = self.attention_inputs(
             n, 0, resid_pre.device, resid_pre.dtype, attention_mask, explicit_mask=True
         )
         block = self.blocks[layer]
-        return block.attn.pattern(
-            block.attention_input(resid_pre), rope=kwargs["rope"], mask=kwargs["mask"]
-        )
+        capture = Capture(names=(), edits=edits) if edits else None
+        pattern = block.attn.pattern(block.attention_input(resid_pre), rope=kwargs["rope"],
+                                     mask=kwargs["mask"], capture=capture, prefix=prefix)
+        if capture is not None:
+            capture.check_applied()
+        return pattern
 
 
 class Transformer(Stack):
@@ -254,12 +268,15 @@ class Transformer(Stack):
         kv_cache: KVCache | None = None,
         capture: Capture | None = None,
         last_only: bool = False,
+        edits: Mapping[str, Edit] | None = None,
     ) -> torch.Tensor:
         """ids [b, n] -> logits [b, n, V] ([b, 1, V] with ``last_only``).
 
         With ``kv_cache`` the ids continue the cached positions, and the cache advances by n.
         A model without an unembedding returns the final hidden states [b, n, D].
+        ``edits`` replace named activations for this call only (`explorer.nn.capture`).
         """
+        capture = capture_for(capture, edits)
         offset = kv_cache.length if kv_cache is not None else 0
         n = ids.shape[1]
         if offset + n > self.cfg.n_ctx:
@@ -271,6 +288,8 @@ class Transformer(Stack):
         )
         if kv_cache is not None:
             kv_cache.advance(n)
+        if capture is not None:
+            capture.check_applied()
         if last_only:
             x = x[:, -1:]
         return x if self.head is None else self.head(x)
@@ -285,10 +304,12 @@ class Transformer(Stack):
 
     @torch.no_grad()
     def run_with_cache(
-        self, ids: torch.Tensor, names: NameFilter = None, **kwargs
+        self, ids: torch.Tensor, names: NameFilter = None,
+        edits: Mapping[str, Edit] | None = None, **kwargs,
     ) -> tuple[torch.Tensor, ActivationCache]:
-        """(logits, cache) of one forward, keeping the activations ``names`` selects."""
-        capture = Capture(names)
+        """(logits, cache) of one forward, keeping the activations ``names`` selects, with
+        ``edits`` applied (the cache holds the edited values)."""
+        capture = Capture(names, edits)
         logits = self(ids, capture=capture, **kwargs)
         return logits, capture.cache
 
@@ -351,10 +372,16 @@ class EncoderDecoderTransformer(nn.Module):
         *,
         attention_mask: torch.Tensor | None = None,
         capture: Capture | None = None,
+        edits: Mapping[str, Edit] | None = None,
     ) -> torch.Tensor:
-        """encoder_ids [b, m], decoder_ids [b, n] -> logits [b, n, V]."""
+        """encoder_ids [b, m], decoder_ids [b, n] -> logits [b, n, V]; ``edits`` replace
+        named activations (``encoder.``/``decoder.`` names) for this call only."""
+        capture = capture_for(capture, edits)
         memory = self.encode(encoder_ids, attention_mask, capture)
-        return self.decode(decoder_ids, memory, attention_mask, capture)
+        logits = self.decode(decoder_ids, memory, attention_mask, capture)
+        if capture is not None:
+            capture.check_applied()
+        return logits
 
     def unembed_residual(self, resid: torch.Tensor) -> torch.Tensor:
         """Decoder logit lens: final norm then unembedding of a decoder residual [..., D]."""
@@ -367,9 +394,10 @@ class EncoderDecoderTransformer(nn.Module):
         encoder_ids: torch.Tensor,
         decoder_ids: torch.Tensor,
         names: NameFilter = None,
+        edits: Mapping[str, Edit] | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, ActivationCache]:
-        capture = Capture(names)
+        capture = Capture(names, edits)
         logits = self(encoder_ids, decoder_ids, capture=capture, **kwargs)
         return logits, capture.cache
 
