@@ -195,16 +195,21 @@ class Stack(nn.Module):
         kv_cache: KVCache | None = None,
         capture: Capture | None = None,
         prefix: str = "",
+        start_layer: int = 0,
     ) -> torch.Tensor:
-        """Residual stream x [b, n, D] through every block and the final norm."""
+        """Residual stream x [b, n, D] through every block and the final norm; with
+        ``start_layer``, x enters that block (its resid_pre) and the earlier ones are skipped
+        (activation patching reruns only what a patch can change)."""
         wants_patterns = capture is not None and any(
-            capture.wants(f"{prefix}blocks.{i}.attn.pattern") for i in range(len(self.blocks))
+            capture.touches(f"{prefix}blocks.{i}.attn.pattern") for i in range(len(self.blocks))
         )
         attn_kwargs = self.attention_inputs(
             x.shape[1], offset, x.device, x.dtype, attention_mask, explicit_mask=wants_patterns
         )
         cross_mask = padding_mask(context_mask) if context_mask is not None else None
         for i, block in enumerate(self.blocks):
+            if i < start_layer:
+                continue
             x = block(
                 x, **attn_kwargs, context=context, context_mask=cross_mask,
                 kv=kv_cache.layer(i) if kv_cache is not None else None,

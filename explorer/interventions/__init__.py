@@ -1,0 +1,42 @@
+"""Interventions: change something inside the model and see what moves. Ablations and
+activation patching are edits passed through one call (`explorer.nn.capture`), never left
+on the shared model; direct logit attribution reads the prompt's shared run."""
+
+from explorer.interventions.ablation import (
+    MODES,
+    Ablation,
+    Metric,
+    Outcome,
+    ablation_edits,
+    logit_diff_metric,
+    outcome,
+    outcome_of_logits,
+)
+from explorer.interventions.attribution import HeadAttribution, head_attribution
+from explorer.interventions.patching import (
+    SITE_LABELS,
+    SITES,
+    PatchGrid,
+    column_labels,
+    patch_grid,
+    patched_outcome,
+)
+
+__all__ = [
+    "MODES",
+    "SITES",
+    "SITE_LABELS",
+    "Ablation",
+    "HeadAttribution",
+    "Metric",
+    "Outcome",
+    "PatchGrid",
+    "ablation_edits",
+    "column_labels",
+    "head_attribution",
+    "logit_diff_metric",
+    "outcome",
+    "outcome_of_logits",
+    "patch_grid",
+    "patched_outcome",
+]
