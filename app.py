@@ -34,6 +34,8 @@ PAGES: dict[str, list[st.Page]] = {
         st.Page("app_pages/positional.py", title="Positional encodings",
                 icon=":material/timeline:", url_path="positional"),
     ],
+    "Interventions": [st.Page("app_pages/interventions.py", title="Interventions",
+                              icon=":material/science:", url_path="interventions")],
     # "Lab": [...]
 }
 

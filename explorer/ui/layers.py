@@ -63,14 +63,14 @@ NO_LENS = ("{name} has no unembedding (it was trained for sentence embeddings, w
 
 
 @contextmanager
-def timed(section: str) -> Iterator[None]:
-    """Record how long a section took (ms) for the benchmark and the page's caption."""
+def timed(section: str, store: str = SECTION_MS) -> Iterator[None]:
+    """Record how long a section took (ms) in ``st.session_state[store][section]``, for the
+    benchmark and the page's caption."""
     start = time.perf_counter()
     try:
         yield
     finally:
-        st.session_state.setdefault(SECTION_MS, {})[section] = (
-            1000 * (time.perf_counter() - start))
+        st.session_state.setdefault(store, {})[section] = 1000 * (time.perf_counter() - start)
 
 
 def token_texts(tokenizer: Any, ids: torch.Tensor) -> np.ndarray:
