@@ -92,9 +92,16 @@ def patch_grid(
     corrupt_metric = float(metric(corrupt_logits[:, -1])[0])
     n_cols = model.cfg.n_heads if column == "head" else n
     cells = [(layer, col) for layer in range(n_layers) for col in range(n_cols)]
+    # Batches never mix layers (unless a layer's columns are fewer than a batch): a batch
+    # starts at its earliest patched block, so mixing would rerun blocks for nothing.
+    if n_cols <= batch_size:  # whole layers per batch
+        starts = list(range(0, len(cells), batch_size // n_cols * n_cols))
+    else:  # each layer split into batches
+        starts = [layer * n_cols + c for layer in range(n_layers)
+                  for c in range(0, n_cols, batch_size)]
     values = torch.empty(len(cells))
-    for start in range(0, len(cells), batch_size):
-        chunk = cells[start:start + batch_size]
+    for start, end in zip(starts, [*starts[1:], len(cells)], strict=True):
+        chunk = cells[start:end]
         first = chunk[0][0]  # cells are in layer order: the earliest patched block
         by_name: dict[str, list[tuple[int, int]]] = {}
         for row, (layer, col) in enumerate(chunk):
@@ -102,9 +109,9 @@ def patch_grid(
         edits = {key: _patch_edit(rows, clean_cache[key]) for key, rows in by_name.items()}
         x = corrupt_cache[f"blocks.{first}.resid_pre"].expand(len(chunk), -1, -1)
         out = model.run_blocks(x, start_layer=first, capture=Capture((), edits))
-        values[start:start + len(chunk)] = metric(model.head(out[:, -1])).cpu()
+        values[start:end] = metric(model.head(out[:, -1])).cpu()
         if progress is not None:
-            progress(min(start + batch_size, len(cells)), len(cells))
+            progress(end, len(cells))
     values = values.reshape(n_layers, n_cols)
     span = clean_metric - corrupt_metric
     normalised = (values - corrupt_metric) / span if abs(span) > 1e-9 else values * float("nan")
