@@ -331,9 +331,10 @@ def show_ablation(lm: Any, page_run: PageRun, choice: AblationChoice, result: Ab
 
     st.plotly_chart(memo_figure((*key, "lens", tuple(positions)), lens_figure, "int_ablate"),
                     key="int_ablate_lens")
-    st.caption(f"The last {len(positions)} positions of the prompt. Each cell reads the "
-               "ablated run's residual stream through the final norm and unembedding; blue "
-               "where the unablated lens's top token became more likely, red where less.")
+    st.caption(f"The last {len(positions)} positions of the prompt. Each cell shows the top "
+               "token when the ablated run's residual stream is read through the final norm "
+               "and unembedding (→ where it differs from the unablated lens); blue where the "
+               "unablated lens's top token became more likely, red where less likely.")
 
     def lens_frame() -> pd.DataFrame:
         old = token_texts(lm.tokenizer, run_lens.top_ids[..., 0])

@@ -35,6 +35,7 @@ from explorer.viz.tokens import escape_for_plotly, plotly_title
 PAIR_COLOURS = ("#9ca3af", "#2563eb")  # first (before, A, corrupted) grey, second blue
 DIVERGING = "RdBu"
 MAX_GRID_CELLS = 40_000  # a clickable grid sends one row per cell to the browser
+MIN_CHANGE_RANGE = 0.05  # the lens difference's colour range never shrinks below ±5 points
 
 
 def _escaped(labels: Sequence[str]) -> list[str]:
@@ -64,10 +65,10 @@ def distribution_comparison(
             hovertemplate="%{y}<br>p = %{x:.4f}<extra>" + label + "</extra>"))
     fig.update_layout(
         title=plotly_title(title), barmode="group", height=max(260, 34 * len(tokens) + 120),
-        margin={"l": 10, "r": 40, "t": 60, "b": 10},
+        margin={"l": 10, "r": 40, "t": 100, "b": 10},
         yaxis={"autorange": "reversed", "type": "category"},
         xaxis={"title": {"text": "probability"}, "rangemode": "tozero"},
-        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"})
+        legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0, "xanchor": "left"})
     return fig
 
 
@@ -79,7 +80,8 @@ def lens_difference_grid(
 ) -> go.Figure:
     """Rows x positions: each cell shows the edited run's top-1 token (``→`` marks a new
     one) and is coloured by ``delta`` ``[R, C]``, the change in probability of the original
-    top-1 token (blue: more likely, red: less). Hover lists both top-k ``[R, C, k]``."""
+    top-1 token (blue: more likely, red: less), on a symmetric range fitted to the largest
+    change (at least ±``MIN_CHANGE_RANGE``). Hover lists both top-k ``[R, C, k]``."""
     change = as_array(delta)
     p, q = as_array(before_probs), as_array(after_probs)
     n_rows, n_cols = change.shape
@@ -98,6 +100,7 @@ def lens_difference_grid(
                          zip(tokens, probs, strict=False))
 
     text = [[cell(r, c) for c in range(n_cols)] for r in range(n_rows)]
+    bound = max(float(np.abs(change).max(initial=0.0)), MIN_CHANGE_RANGE)
     hover = [[f"<b>before</b> {top(before_tokens[r][c], p[r, c])}<br>"
               f"<b>after</b> {top(after_tokens[r][c], q[r, c])}"
               for c in range(n_cols)] for r in range(n_rows)]
@@ -106,11 +109,10 @@ def lens_difference_grid(
         texttemplate="%{text}", textfont={"size": 10, "color": "#111827"}, customdata=hover,
         hovertemplate="%{y} · %{x}<br>Δ p(old top token) = %{z:+.3f}<br>%{customdata}"
                       "<extra></extra>",
-        colorscale=DIVERGING, zmid=0.0, zmin=-1.0, zmax=1.0, xgap=1, ygap=1,
+        colorscale=DIVERGING, zmid=0.0, zmin=-bound, zmax=bound, xgap=1, ygap=1,
         colorbar={"title": {"text": "Δ p(old top-1)"}}))
     fig.update_layout(
-        title=plotly_title(title, "cell: the new top token (→ where it changed); colour: "
-                                  "change in the old top token's probability"),
+        title=plotly_title(title),
         height=max(300, 22 * n_rows + 200), margin={"l": 10, "r": 10, "t": 140, "b": 10},
         xaxis={"side": "top", "tickangle": -45, "type": "category"},
         yaxis={"type": "category", "autorange": True})
@@ -158,7 +160,8 @@ def patching_heatmap(
         .mark_rect()
         .encode(
             x=alt.X("column:N", sort=list(dict.fromkeys(col_labels)), title=column_title,
-                    axis=alt.Axis(labelAngle=-45, labelLimit=120, orient="top")),
+                    axis=alt.Axis(labelAngle=-45, labelLimit=120, orient="top",
+                                  labelOverlap=False)),
             y=alt.Y("row:N", sort=list(dict.fromkeys(row_labels)), title="layer"),
             color=alt.Color("normalised:Q", title="1 = clean, 0 = corrupted",
                             scale=alt.Scale(scheme="redblue", domainMid=0)),
@@ -170,7 +173,7 @@ def patching_heatmap(
                      alt.Tooltip("metric:Q", title="metric", format=".3f")],
         )
         .add_params(click)
-        .properties(height=min(max(14 * n_rows + 40, 200), 640))
+        .properties(width="container", height=min(max(14 * n_rows + 40, 200), 640))
     )
 
 

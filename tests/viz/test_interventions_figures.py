@@ -10,6 +10,7 @@ import pytest
 
 from explorer.viz.interventions import (
     MAX_GRID_CELLS,
+    MIN_CHANGE_RANGE,
     attribution_heatmap,
     distribution_comparison,
     lens_difference_grid,
@@ -49,7 +50,9 @@ def test_lens_difference_marks_new_tokens_and_colours_the_change() -> None:
     trace = fig.data[0]
     assert trace.text[0][0] == "Paris" and trace.text[0][1] == "→b"
     assert trace.text[1][1].startswith("→&lt;img")  # a long new token, cut and escaped
-    assert (trace.zmin, trace.zmax, trace.zmid) == (-1.0, 1.0, 0.0)
+    assert (trace.zmin, trace.zmax, trace.zmid) == pytest.approx((-0.4, 0.4, 0.0))
+    tiny = lens_difference_grid(before, p, after, q, delta / 100, ["L0", "L1"], ["a", "b"])
+    assert tiny.data[0].zmax == MIN_CHANGE_RANGE  # a tiny change is not blown up
     assert np.asarray(trace.z) == pytest.approx(delta)
     assert "<b>before</b> Paris 0.90, Rome 0.10" in trace.customdata[0][0]
     assert "<img" not in dumped(fig)
