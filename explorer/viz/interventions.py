@@ -164,7 +164,8 @@ def patching_heatmap(
                                   labelOverlap=False)),
             y=alt.Y("row:N", sort=list(dict.fromkeys(row_labels)), title="layer"),
             color=alt.Color("normalised:Q", title="1 = clean, 0 = corrupted",
-                            scale=alt.Scale(scheme="redblue", domainMid=0)),
+                            scale=alt.Scale(scheme="redblue", domainMid=0),
+                            legend=alt.Legend(orient="bottom", direction="horizontal")),
             stroke=alt.condition(alt.datum.selected, alt.value("#111827"), alt.value(None)),
             strokeWidth=alt.condition(alt.datum.selected, alt.value(3), alt.value(0)),
             tooltip=[alt.Tooltip("row:N", title="layer"),
@@ -173,7 +174,8 @@ def patching_heatmap(
                      alt.Tooltip("metric:Q", title="metric", format=".3f")],
         )
         .add_params(click)
-        .properties(width="container", height=min(max(14 * n_rows + 40, 200), 640))
+        # the height includes the title, the slanted labels and the legend (autosize fit)
+        .properties(width="container", height=min(max(16 * n_rows + 220, 320), 860))
     )
 
 
