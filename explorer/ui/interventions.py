@@ -13,8 +13,9 @@ nostalgebraist 2020.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import streamlit as st
@@ -24,15 +25,17 @@ from explorer.analysis.attention import HEAD_SCORES
 from explorer.analysis.lens import LensSummary, summarise_logits
 from explorer.interventions import MODES, Ablation, Outcome, ablation_edits, outcome
 from explorer.runs import Row, lens
+from explorer.serving import GateTimeout
 from explorer.ui.attention import default_head, head_map_spec
 from explorer.ui.downloads import csv_button
-from explorer.ui.gate import heavy_work
+from explorer.ui.gate import VisitorGone, busy_message, heavy_work
 from explorer.ui.layers import timed, token_texts
 from explorer.ui.runs import PageRun, memo_figure
 from explorer.ui.widgets import escape_markdown, is_new_click
 from explorer.viz.interventions import distribution_comparison, lens_difference_grid
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SECTION_MS = "interventions_ms"
 TOP_K = 10
@@ -145,6 +148,20 @@ def ablation_edits_for(lm: Any, page_run: PageRun, choice: AblationChoice) -> di
     if choice.reference is not None:
         reference = lm.encode(choice.reference)[:, : lm.config.n_ctx]
     return ablation_edits(lm.model, choice.ablation, reference)
+
+
+def or_message(compute: Callable[[], T]) -> T | None:
+    """``compute()``, or None after saying why not: the server was busy (no heavy-work slot
+    in time), the tab closed while waiting, or the engine refused the input (ValueError)."""
+    try:
+        return compute()
+    except GateTimeout as exc:
+        st.warning(busy_message(exc))
+    except VisitorGone:
+        log.info("intervention dropped: its browser session closed while waiting")
+    except ValueError as exc:  # e.g. a reference text longer than the context
+        st.warning(escape_markdown(str(exc)))
+    return None
 
 
 def clicked_point(event: Any, param: str, fields: tuple[str, ...]) -> tuple[int, ...] | None:
@@ -283,10 +300,8 @@ def ablate_section(lm: Any, page_run: PageRun) -> None:
             return
         labels = page_run.labels["source"]
         positions = list(range(max(0, len(labels) - LENS_POSITIONS), len(labels)))
-        try:
-            result = ablation_result(lm, page_run, choice, positions)
-        except ValueError as exc:  # e.g. a reference text the model cannot read
-            st.warning(escape_markdown(str(exc)))
+        result = or_message(lambda: ablation_result(lm, page_run, choice, positions))
+        if result is None:
             return
         st.markdown(f"**{escape_markdown(choice.summary)}**")
         show_ablation(lm, page_run, choice, result, positions)

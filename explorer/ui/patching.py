@@ -35,6 +35,7 @@ from explorer.ui.interventions import (
     clicked_point,
     comparison_figure,
     final_probs,
+    or_message,
     probs_of,
 )
 from explorer.ui.layers import resolve_target, timed, token_texts
@@ -119,7 +120,10 @@ def patching_section(lm: Any, page_run: PageRun) -> None:
         return
     clean_ids, corrupt_ids, labels = prompts
     with timed("patching", SECTION_MS):
-        clean, corrupt = predictions(lm, clean_ids, corrupt_ids)
+        unpatched = or_message(lambda: predictions(lm, clean_ids, corrupt_ids))
+        if unpatched is None:
+            return
+        clean, corrupt = unpatched
         columns = st.columns([1, 1, 2])
         with columns[0]:
             answer = token_choice(lm, "Answer", "int_answer", int(clean.top_ids[0]))
@@ -154,16 +158,15 @@ def run_grid(lm: Any, clean_ids: torch.Tensor, corrupt_ids: torch.Tensor, site: 
     def progress(done: int, total: int) -> None:
         bar.progress(done / max(total, 1), text=f"Patched {done:,} of {total:,} runs")
 
-    try:
+    def compute() -> Any:
         with heavy_work("patching grid"):
-            grid = patch_grid(lm.model, clean_ids, corrupt_ids, site,
+            return patch_grid(lm.model, clean_ids, corrupt_ids, site,
                               logit_diff_metric(answer, distractor), progress=progress)
-    except ValueError as exc:
-        st.warning(escape_markdown(str(exc)))
-        return
-    finally:
-        bar.empty()
-    session_grids().put(key, grid)
+
+    grid = or_message(compute)
+    bar.empty()
+    if grid is not None:
+        session_grids().put(key, grid)
 
 
 def grid_labels(lm: Any, grid: Any, labels: list[str]) -> tuple[list[str], list[str], str]:

@@ -30,6 +30,7 @@ from explorer.ui.interventions import (
     current_choice,
     final_probs,
     lens_rows,
+    or_message,
     prompt_ids,
 )
 from explorer.ui.layers import timed, token_texts
@@ -119,9 +120,12 @@ def generate_section(lm: Any, page_run: PageRun) -> None:
         slots = [left.empty(), right.empty()]
         key = (page_run.key, choice, int(max_new))
         if start:
-            with heavy_work("generation"):
-                pair = generate_pair(lm, page_run, choice, int(max_new), slots, prompt)
-            st.session_state[GENERATED] = (key, pair)
+            def generate() -> list[Continuation]:
+                with heavy_work("generation"):
+                    return generate_pair(lm, page_run, choice, int(max_new), slots, prompt)
+
+            if (pair := or_message(generate)) is not None:
+                st.session_state[GENERATED] = (key, pair)
         stored = st.session_state.get(GENERATED)
         if stored is None or stored[0] != key:
             st.caption("Press **Generate**.")

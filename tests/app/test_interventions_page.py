@@ -3,7 +3,8 @@ model gives with that head's slice of attn.z zeroed by hand, generation with and
 a direct logit attribution that adds up, prompt A vs B; on tiny random models (GPT-2-like,
 Llama-like with GQA) a patching grid with closed-form cells (patching layer 0's residual at
 the one differing position restores the clean run exactly, at any other position nothing),
-a clicked cell's run; hostile, unsupported, mismatched and bad-token inputs get messages."""
+a clicked cell's run; hostile, unsupported, mismatched and bad-token inputs and a busy server get
+messages."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from app_helpers import model_in_store, tiny_t5_in_store
 
 import explorer
 from explorer.config import ModelConfig
+from explorer.serving import GateTimeout
+from explorer.ui import patching
 
 PAGE = "app_pages/interventions.py"
 TABS = ["Ablate", "Generate with the ablation", "Activation patching",
@@ -159,8 +162,16 @@ def test_patching_grid_has_its_closed_form_cells(app, family) -> None:
             assert tab in figures(at), tab
 
 
-def test_bad_tokens_and_unsupported_models_get_messages(app) -> None:
+def test_bad_tokens_and_unsupported_models_get_messages(app, monkeypatch) -> None:
+    def busy(*args, **kwargs):
+        raise GateTimeout("no slot after 1 s")
+
+    monkeypatch.setattr(patching, "patch_grid", busy)
     with tiny(app, "tiny-gpt2", **TINY["gpt2"]):
+        at = open_page(app, "one two three", int_answer="alpha", int_distractor="delta")
+        at.button(key="int_patch_run").click().run()
+        assert not at.exception
+        assert any("The server is busy (no slot after 1 s)" in w.value for w in at.warning)
         at = open_page(app, "one two three", int_answer="two words", int_dla_target="x y")
         warnings = " ".join(w.value for w in at.warning)
         assert warnings.count("type a single token") == 2
