@@ -28,7 +28,7 @@ from explorer.interventions import (
 )
 from explorer.runs import LRUMemo, contributions_unavailable
 from explorer.ui.downloads import csv_button
-from explorer.ui.gate import heavy_work
+from explorer.ui.gate import heavy_work, server_limits
 from explorer.ui.interventions import (
     SECTION_MS,
     TOP_K,
@@ -140,12 +140,17 @@ def patching_section(lm: Any, page_run: PageRun) -> None:
             return
         key = (model_label(lm), tuple(clean_ids[0].tolist()), tuple(corrupt_ids[0].tolist()),
                site, answer, distractor)
+        n_runs = lm.config.n_layers * (lm.config.n_heads if site == "head"
+                                       else clean_ids.shape[1])
+        cap = server_limits().max_grid_cells
+        if n_runs > cap:  # one visitor must not hold a shared server for minutes
+            st.warning(f"This grid needs {n_runs:,} patched runs; this server allows "
+                       f"{cap:,} (EXPLORER_MAX_GRID_CELLS). Use shorter prompts.")
+            return
         if st.button("Run the patching grid", type="primary", key="int_patch_run"):
             run_grid(lm, clean_ids, corrupt_ids, site, answer, distractor, key)
         grid = session_grids().peek(key)
         if grid is None:
-            n_runs = lm.config.n_layers * (lm.config.n_heads if site == "head"
-                                           else clean_ids.shape[1])
             st.caption(f"Press **Run the patching grid**: {n_runs:,} patched runs.")
             return
         show_grid(lm, grid, labels, key, clean_ids, corrupt_ids, (answer, distractor))
