@@ -84,17 +84,22 @@ def test_outcome_reports_the_distribution_and_the_loss() -> None:
 
 
 @pytest.mark.parametrize("site", ["resid", "attn", "mlp", "head"])
-def test_batched_patching_equals_one_patch_at_a_time(site) -> None:
-    model = make(**FAMILIES["llama"])
-    clean, corrupt = ids(6, seed=2), ids(6, seed=3)
+@pytest.mark.parametrize("family, n", [("llama", 6), ("llama", 13), ("gpt2", 12),
+                                       ("window", 11)])
+def test_batched_patching_equals_one_patch_at_a_time(site, family, n) -> None:
+    """Layers fill batches whole or split over several (13 positions > 5 a batch), across
+    families, a sliding window included."""
+    config = {**FAMILIES["llama"], "window": 3} if family == "window" else FAMILIES[family]
+    model = make(**config)
+    clean, corrupt = ids(n, seed=2), ids(n, seed=3)
     answer, distractor = 4, 9
     metric = logit_diff_metric(answer, distractor)
     seen = []
     grid = patch_grid(model, clean, corrupt, site, metric, batch_size=5,
                       progress=lambda done, total: seen.append((done, total)))
-    n_cols = 4 if site == "head" else 6
+    n_cols = 4 if site == "head" else n
     assert grid.values.shape == (3, n_cols) and seen[-1] == (3 * n_cols, 3 * n_cols)
-    for layer, col in [(0, 0), (1, 3), (2, n_cols - 1)]:
+    for layer, col in [(0, 0), (1, 3), (2, n_cols - 1), (1, n_cols - 2), (2, n_cols // 2)]:
         single = patched_outcome(model, clean, corrupt, site, layer, col, k=37)
         value = float(single.logprobs_last[answer] - single.logprobs_last[distractor])
         assert float(grid.values[layer, col]) == pytest.approx(value, abs=1e-4)
