@@ -31,7 +31,7 @@ from explorer.analysis.positional import (
     permutation_errors,
 )
 from explorer.nn.position_probe import LayerQK, layer_qk, probe_forward, self_attention_stack
-from explorer.ui.attention import spreadsheet_safe
+from explorer.ui.downloads import spreadsheet_safe
 from explorer.ui.resources import model_label
 from explorer.ui.runs import shared_run
 from explorer.ui.widgets import chips_for, tokenize
