@@ -4,6 +4,7 @@ on the shared model; direct logit attribution reads the prompt's shared run."""
 
 from explorer.interventions.ablation import (
     MODES,
+    PREFIXES,
     Ablation,
     Metric,
     Outcome,
@@ -11,6 +12,7 @@ from explorer.interventions.ablation import (
     logit_diff_metric,
     outcome,
     outcome_of_logits,
+    outcome_of_run,
 )
 from explorer.interventions.attribution import HeadAttribution, head_attribution
 from explorer.interventions.patching import (
@@ -24,6 +26,7 @@ from explorer.interventions.patching import (
 
 __all__ = [
     "MODES",
+    "PREFIXES",
     "SITES",
     "SITE_LABELS",
     "Ablation",
@@ -37,6 +40,7 @@ __all__ = [
     "logit_diff_metric",
     "outcome",
     "outcome_of_logits",
+    "outcome_of_run",
     "patch_grid",
     "patched_outcome",
 ]

@@ -18,39 +18,62 @@ import torch
 from torch import Tensor, nn
 
 from explorer.nn.capture import Edit
+from explorer.runs import PromptRun, final_logprobs, next_token_loss
 
 MODES = ("zero", "mean")
+PREFIXES = ("", "encoder.", "decoder.")
 
 
 @dataclass(frozen=True)
 class Ablation:
     """What to knock out: ``heads`` as (layer, head), ``mlps`` and ``layers`` as layer
-    indices, each zeroed (``mode="zero"``) or set to its mean (``"mean"``)."""
+    indices, each zeroed (``mode="zero"``) or set to its mean (``"mean"``).
+
+    ``prefix`` names the stack of an encoder-decoder model (``"encoder."`` or
+    ``"decoder."``; empty for the one stack of the others); ``cross`` makes the heads the
+    decoder's cross-attention heads (``cross_attn.z``) instead of its self-attention's."""
 
     heads: tuple[tuple[int, int], ...] = ()
     mlps: tuple[int, ...] = ()
     layers: tuple[int, ...] = ()
     mode: str = "zero"
+    prefix: str = ""
+    cross: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown ablation mode {self.mode!r}; known: {MODES}")
+        if self.prefix not in PREFIXES:
+            raise ValueError(f"unknown stack prefix {self.prefix!r}; known: {PREFIXES}")
+        if self.cross and self.prefix != "decoder.":
+            raise ValueError("cross-attention heads are the decoder's (prefix 'decoder.')")
 
     @property
     def empty(self) -> bool:
         return not (self.heads or self.mlps or self.layers)
 
-    def names(self, prefix: str = "") -> list[str]:
+    @property
+    def head_activation(self) -> str:
+        """The activation (in a block) a head ablation replaces a slice of."""
+        return "cross_attn.z" if self.cross else "attn.z"
+
+    def names(self) -> list[str]:
         """The activations this ablation replaces."""
-        names = {f"{prefix}blocks.{layer}.attn.z" for layer, _ in self.heads}
+        prefix = self.prefix
+        names = {f"{prefix}blocks.{layer}.{self.head_activation}" for layer, _ in self.heads}
         names |= {f"{prefix}blocks.{layer}.mlp.out" for layer in (*self.mlps, *self.layers)}
         names |= {f"{prefix}blocks.{layer}.attn.out" for layer in self.layers}
+        # a whole decoder block includes its cross-attention
+        names |= {f"{prefix}blocks.{layer}.cross_attn.out" for layer in self.layers
+                  if prefix == "decoder."}
         return sorted(names)
 
     def describe(self) -> str:
-        parts = [f"L{layer}H{head}" for layer, head in self.heads]
-        parts += [f"L{layer} MLP" for layer in self.mlps]
-        parts += [f"L{layer} (whole block)" for layer in self.layers]
+        where = {"": "", "encoder.": "encoder ", "decoder.": "decoder "}[self.prefix]
+        kind = "cross-attention head " if self.cross else ""
+        parts = [f"{where}{kind}L{layer}H{head}" for layer, head in self.heads]
+        parts += [f"{where}L{layer} MLP" for layer in self.mlps]
+        parts += [f"{where}L{layer} (whole block)" for layer in self.layers]
         return f"{self.mode} ablation of " + (", ".join(parts) if parts else "nothing")
 
 
@@ -73,18 +96,17 @@ def _replace_all(values: Tensor | None) -> Edit:
 
 
 def ablation_edits(
-    model: nn.Module, ablation: Ablation, reference_ids: Tensor | None = None,
-    prefix: str = "", **forward_kwargs,
+    model: nn.Module, ablation: Ablation, reference_ids: Tensor | tuple | None = None,
+    **forward_kwargs,
 ) -> dict[str, Edit]:
     """Edits that apply ``ablation`` to any run of ``model``.
 
     Mean ablation takes the means over the positions of ``reference_ids`` ``[1, n]`` (the
-    prompt itself, or a reference text), from one forward; ``forward_kwargs`` go to it
-    (``decoder_ids`` style arguments are not needed: encoder-decoder models pass them
-    positionally through ``reference_ids`` as a tuple)."""
+    prompt itself, or a reference text), from one forward; ``forward_kwargs`` go to it. An
+    encoder-decoder model takes ``(encoder_ids, decoder_ids)`` as ``reference_ids``."""
     if ablation.empty:
         return {}
-    names = ablation.names(prefix)
+    names = ablation.names()
     means: dict[str, Tensor] = {}
     if ablation.mode == "mean":
         if reference_ids is None:
@@ -93,25 +115,26 @@ def ablation_edits(
         _, cache = model.run_with_cache(*inputs, names=names, **forward_kwargs)
         for name in names:
             value = cache[name][0]  # [h, n, d] or [n, D]
-            means[name] = value.mean(1) if name.endswith("attn.z") else value.mean(0)
+            means[name] = value.mean(1) if name.endswith(".z") else value.mean(0)
     edits: dict[str, Edit] = {}
     by_layer: dict[int, list[int]] = {}
     for layer, head in ablation.heads:
         by_layer.setdefault(layer, []).append(head)
     for layer, heads in by_layer.items():
-        name = f"{prefix}blocks.{layer}.attn.z"
+        name = f"{ablation.prefix}blocks.{layer}.{ablation.head_activation}"
         edits[name] = _replace_heads(heads, means.get(name))
     for name in names:
-        if not name.endswith("attn.z"):
+        if not name.endswith(".z"):
             edits[name] = _replace_all(means.get(name))
     return edits
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """A run's next-token distribution after the last position (``top_ids``/``top_probs``
-    ``[k]``, ``logprobs_last`` ``[V]``) and its mean next-token loss on the prompt (nats;
-    None for encoders, which do not predict the next token)."""
+    """A run's output distribution at its read-out position (the last one, or an encoder's
+    masked token): ``top_ids``/``top_probs`` ``[k]``, ``logprobs_last`` ``[V]``; and its mean
+    next-token loss on the prompt (nats; None for encoders, which do not predict the next
+    token)."""
 
     top_ids: Tensor
     top_probs: Tensor
@@ -120,29 +143,40 @@ class Outcome:
 
 
 def outcome_of_logits(logits: Tensor, ids: Tensor | None, k: int = 10,
-                      next_token: bool = True) -> Outcome:
-    """:class:`Outcome` of logits ``[1, n, V]`` for ``ids`` ``[1, n]``."""
+                      next_token: bool = True, position: int = -1) -> Outcome:
+    """:class:`Outcome` of logits ``[1, n, V]`` for ``ids`` ``[1, n]``, read at
+    ``position``."""
     logprobs = torch.log_softmax(logits[0].float(), -1)  # [n, V]
-    top = logprobs[-1].topk(min(k, logprobs.shape[-1]))
+    top = logprobs[position].topk(min(k, logprobs.shape[-1]))
     loss = None
     if next_token and ids is not None and ids.shape[1] > 1:
         targets = ids[0, 1:].to(logprobs.device)
         loss = float(-logprobs[:-1].gather(-1, targets[:, None]).mean())
-    return Outcome(top.indices.cpu(), top.values.exp().cpu(), logprobs[-1].cpu(), loss)
+    return Outcome(top.indices.cpu(), top.values.exp().cpu(), logprobs[position].cpu(), loss)
 
 
 @torch.no_grad()
 def outcome(model: nn.Module, ids: Tensor, edits: dict[str, Edit] | None = None, k: int = 10,
-            decoder_ids: Tensor | None = None) -> Outcome:
-    """Run ``ids`` ``[1, n]`` (with ``edits``) and summarise it. An encoder-decoder model
-    reads ``ids`` with its encoder and ``decoder_ids`` with its decoder (the loss is then
-    the decoder's)."""
+            decoder_ids: Tensor | None = None, position: int = -1) -> Outcome:
+    """Run ``ids`` ``[1, n]`` (with ``edits``) and summarise it at ``position``. An
+    encoder-decoder model reads ``ids`` with its encoder and ``decoder_ids`` with its
+    decoder (the loss and the position are then the decoder's)."""
     if model.cfg.kind == "encoder-decoder":
         if decoder_ids is None:
             raise ValueError("an encoder-decoder model needs decoder_ids")
-        return outcome_of_logits(model(ids, decoder_ids, edits=edits), decoder_ids, k)
+        return outcome_of_logits(model(ids, decoder_ids, edits=edits), decoder_ids, k,
+                                 position=position)
     logits = model(ids, edits=edits)
-    return outcome_of_logits(logits, ids, k, next_token=model.cfg.kind == "decoder")
+    return outcome_of_logits(logits, ids, k, next_token=model.cfg.kind == "decoder",
+                             position=position)
+
+
+def outcome_of_run(run: PromptRun, position: int = -1, k: int = 10) -> Outcome:
+    """:class:`Outcome` of a shared (or edited) run at ``position`` of its output stream,
+    read off the run's last residual: no forward."""
+    logprobs = final_logprobs(run, position)
+    top = logprobs.topk(min(k, logprobs.shape[-1]))
+    return Outcome(top.indices, top.values.exp(), logprobs, next_token_loss(run))
 
 
 Metric = Callable[[Tensor], Tensor]

@@ -9,7 +9,8 @@ position, and one head's output (``attn.z``) at every position.
 
 Patched runs are batched: each forward carries up to ``batch_size`` patches on its batch
 dimension, and starts at the earliest patched block from the corrupted run's residual
-stream there (blocks before a patch cannot change). Decoder-only and encoder-only models.
+stream there (blocks before a patch cannot change). Every family: T5 patches its encoder
+(then reruns the whole decoder) or its decoder (on the corrupted run's encoder output).
 Shapes: ``L`` layers, ``N`` positions, ``H`` heads, ``B`` batch, ``V`` vocabulary.
 """
 
@@ -48,12 +49,19 @@ class PatchGrid:
     corrupt: float
 
 
-def _check(model: nn.Module, clean_ids: Tensor, corrupt_ids: Tensor, site: str) -> None:
+def _check(model: nn.Module, clean_ids: Tensor, corrupt_ids: Tensor, site: str,
+           stack: str, decoder_ids: Tensor | None) -> None:
     if site not in SITES:
         raise ValueError(f"unknown patching site {site!r}; known: {sorted(SITES)}")
     if model.cfg.kind == "encoder-decoder":
-        raise ValueError("patching runs on decoder-only and encoder-only models; for T5, "
-                         "patch the encoder or decoder in code with edits")
+        if stack not in ("encoder.", "decoder."):
+            raise ValueError("an encoder-decoder model patches its 'encoder.' or its "
+                             f"'decoder.' stack, not {stack!r}")
+        if decoder_ids is None:
+            raise ValueError("an encoder-decoder model needs decoder_ids (the decoder text "
+                             "both runs share)")
+    elif stack:
+        raise ValueError(f"a {model.cfg.kind} model has one stack (prefix ''), not {stack!r}")
     if getattr(model, "head", None) is None:
         raise ValueError("this model has no unembedding, so there is no output to measure")
     if clean_ids.shape != corrupt_ids.shape:
@@ -73,23 +81,78 @@ def _patch_edit(cells: list[tuple[int, int]], clean: Tensor) -> Edit:
     return edit
 
 
+class _Runs:
+    """How a patched batch reruns one stack of ``model`` from a block's ``resid_pre`` to the
+    logits at the read-out ``position``: the model's own blocks; T5's encoder, then its whole
+    decoder reading the patched encoder's output; or T5's decoder, reading the corrupted
+    run's encoder output."""
+
+    def __init__(self, model: nn.Module, stack: str, decoder_ids: Tensor | None,
+                 position: int) -> None:
+        self.model, self.stack, self.position = model, stack, position
+        self.decoder_ids = decoder_ids
+        self.module = model if not stack else getattr(model, stack[:-1])
+        self.memory: Tensor | None = None  # the corrupted encoder output (T5 decoder patches)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.module.blocks)
+
+    def run_with_cache(self, ids: Tensor, names: list[str]) -> tuple[Tensor, dict]:
+        """Read-out logits ``[1, V]`` and the cache of one unpatched run."""
+        if self.decoder_ids is None:
+            logits, cache = self.model.run_with_cache(ids, names=names,
+                                                      last_only=self.position == -1)
+        else:
+            logits, cache = self.model.run_with_cache(ids, self.decoder_ids, names=names)
+        return logits[:, self.position], cache
+
+    def corrupt_memory(self, corrupt_ids: Tensor) -> None:
+        if self.stack == "decoder.":
+            self.memory = self.model.encode(corrupt_ids)
+
+    def rerun(self, x: Tensor, first: int, capture: Capture) -> Tensor:
+        """Logits ``[B, V]`` at the read-out position of ``x`` ``[B, n, D]`` entering block
+        ``first`` of the stack, with ``capture``'s patches."""
+        batch = x.shape[0]
+        if self.stack == "encoder.":
+            memory = self.model.encoder.run_blocks(x, start_layer=first, capture=capture,
+                                                   prefix="encoder.")
+            logits = self.model.decode(self.decoder_ids.expand(batch, -1), memory)
+            return logits[:, self.position]
+        if self.stack == "decoder.":
+            out = self.model.decoder.run_blocks(
+                x, context=self.memory.expand(batch, -1, -1), start_layer=first,
+                capture=capture, prefix="decoder.")
+        else:
+            out = self.model.run_blocks(x, start_layer=first, capture=capture)
+        return self.model.head(out[:, self.position])
+
+
 @torch.no_grad()
 def patch_grid(
     model: nn.Module, clean_ids: Tensor, corrupt_ids: Tensor, site: str, metric: Metric,
     batch_size: int = 32, progress: Callable[[int, int], None] | None = None,
+    decoder_ids: Tensor | None = None, stack: str = "", position: int = -1,
 ) -> PatchGrid:
     """Patch every (layer, column) of ``site`` from the clean run ``clean_ids`` ``[1, N]``
-    into the corrupted run ``corrupt_ids`` ``[1, N]``; ``metric`` maps last-position logits
-    ``[B, V]`` to ``[B]``. ``progress(done, total)`` is called after every batch."""
-    _check(model, clean_ids, corrupt_ids, site)
+    into the corrupted run ``corrupt_ids`` ``[1, N]``; ``metric`` maps the read-out logits
+    ``[B, V]`` (at ``position``: the last one, or an encoder's masked token) to ``[B]``.
+    ``progress(done, total)`` is called after every batch.
+
+    Encoder-decoder models patch one ``stack`` (``"encoder."`` or ``"decoder."``); both runs
+    read the same ``decoder_ids`` ``[1, n]`` and ``position`` is the decoder's."""
+    _check(model, clean_ids, corrupt_ids, site, stack, decoder_ids)
     name, column = SITES[site]
-    n_layers, n = len(model.blocks), clean_ids.shape[1]
-    clean_logits, clean_cache = model.run_with_cache(clean_ids, names=[f"blocks.*.{name}"],
-                                                     last_only=True)
-    corrupt_logits, corrupt_cache = model.run_with_cache(
-        corrupt_ids, names=["blocks.*.resid_pre"], last_only=True)
-    clean_metric = float(metric(clean_logits[:, -1])[0])
-    corrupt_metric = float(metric(corrupt_logits[:, -1])[0])
+    runs = _Runs(model, stack, decoder_ids, position)
+    n_layers = runs.n_layers
+    n = (decoder_ids if stack == "decoder." else clean_ids).shape[1]
+    clean_logits, clean_cache = runs.run_with_cache(clean_ids, [f"{stack}blocks.*.{name}"])
+    corrupt_logits, corrupt_cache = runs.run_with_cache(corrupt_ids,
+                                                        [f"{stack}blocks.*.resid_pre"])
+    runs.corrupt_memory(corrupt_ids)
+    clean_metric = float(metric(clean_logits)[0])
+    corrupt_metric = float(metric(corrupt_logits)[0])
     n_cols = model.cfg.n_heads if column == "head" else n
     cells = [(layer, col) for layer in range(n_layers) for col in range(n_cols)]
     # Batches never mix layers (unless a layer's columns are fewer than a batch): a batch
@@ -105,11 +168,10 @@ def patch_grid(
         first = chunk[0][0]  # cells are in layer order: the earliest patched block
         by_name: dict[str, list[tuple[int, int]]] = {}
         for row, (layer, col) in enumerate(chunk):
-            by_name.setdefault(f"blocks.{layer}.{name}", []).append((row, col))
+            by_name.setdefault(f"{stack}blocks.{layer}.{name}", []).append((row, col))
         edits = {key: _patch_edit(rows, clean_cache[key]) for key, rows in by_name.items()}
-        x = corrupt_cache[f"blocks.{first}.resid_pre"].expand(len(chunk), -1, -1)
-        out = model.run_blocks(x, start_layer=first, capture=Capture((), edits))
-        values[start:end] = metric(model.head(out[:, -1])).cpu()
+        x = corrupt_cache[f"{stack}blocks.{first}.resid_pre"].expand(len(chunk), -1, -1)
+        values[start:end] = metric(runs.rerun(x, first, Capture((), edits))).cpu()
         if progress is not None:
             progress(end, len(cells))
     values = values.reshape(n_layers, n_cols)
@@ -120,13 +182,19 @@ def patch_grid(
 
 @torch.no_grad()
 def patched_outcome(model: nn.Module, clean_ids: Tensor, corrupt_ids: Tensor, site: str,
-                    layer: int, column: int, k: int = 10) -> Outcome:
+                    layer: int, column: int, k: int = 10, decoder_ids: Tensor | None = None,
+                    stack: str = "", position: int = -1) -> Outcome:
     """The corrupted run with one activation patched from the clean run (a grid's cell)."""
-    _check(model, clean_ids, corrupt_ids, site)
-    key = f"blocks.{layer}.{SITES[site][0]}"
-    _, clean_cache = model.run_with_cache(clean_ids, names=[key], last_only=True)
-    logits = model(corrupt_ids, edits={key: _patch_edit([(0, column)], clean_cache[key])})
-    return outcome_of_logits(logits, corrupt_ids, k, next_token=model.cfg.kind == "decoder")
+    _check(model, clean_ids, corrupt_ids, site, stack, decoder_ids)
+    key = f"{stack}blocks.{layer}.{SITES[site][0]}"
+    runs = _Runs(model, stack, decoder_ids, position)
+    _, clean_cache = runs.run_with_cache(clean_ids, [key])
+    edits = {key: _patch_edit([(0, column)], clean_cache[key])}
+    if decoder_ids is not None:
+        return outcome_of_logits(model(corrupt_ids, decoder_ids, edits=edits), decoder_ids, k,
+                                 position=position)
+    return outcome_of_logits(model(corrupt_ids, edits=edits), corrupt_ids, k,
+                             next_token=model.cfg.kind == "decoder", position=position)
 
 
 def column_labels(site: str, token_labels: Sequence[str], n_heads: int) -> list[str]:

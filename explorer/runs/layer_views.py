@@ -90,25 +90,63 @@ def lens(run: PromptRun, rows: Sequence[Row], positions: Sequence[int], k: int =
 
 
 def token_trajectory(run: PromptRun, rows: Sequence[Row], positions: Sequence[int],
-                     token_ids: Sequence[int]) -> tuple[Tensor, Tensor]:
-    """Probability and rank ``[R, C]`` of ``token_ids[c]`` at ``positions[c]`` per row."""
+                     token_ids: Sequence[int] | Tensor) -> tuple[Tensor, Tensor]:
+    """Probability and rank ``[R, C]`` of ``token_ids[c]`` at ``positions[c]`` per row; a
+    ``[R, C]`` tensor of ids names a token per cell instead (e.g. another run's lens top-1)."""
     stream = _require_lens(run)
-    rows, positions, token_ids = tuple(rows), tuple(positions), tuple(token_ids)
+    rows, positions = tuple(rows), tuple(positions)
+    ids = torch.as_tensor(token_ids, dtype=torch.long)
+    per_cell = ids.dim() == 2
+    if per_cell and tuple(ids.shape) != (len(rows), len(positions)):
+        raise ValueError(f"token ids {tuple(ids.shape)} do not match [rows, positions] = "
+                         f"[{len(rows)}, {len(positions)}]")
 
     def compute() -> tuple[Tensor, Tensor]:
         window = _window(stream, rows, positions)  # [R, C, D]
         n_rows, n_pos = window.shape[:2]
-        targets = torch.as_tensor(token_ids, dtype=torch.long)
+        targets = ids.reshape(-1) if per_cell else ids
+        n_targets = targets.shape[0]
         # All rows at once, in chunks: each chunk reads the unembedding matrix once (a row
         # at a time would read it R times: 0.5 s for SmolLM2's 31 rows, now 0.05 s).
         parts = _chunked_unembed(run, window.reshape(n_rows * n_pos, -1), lambda logits, s:
                                  token_prob_and_rank(logits[None], targets[
-                                     torch.arange(s, s + logits.shape[0]) % n_pos]))
+                                     torch.arange(s, s + logits.shape[0]) % n_targets]))
         prob = torch.cat([p[0] for p, _ in parts]).cpu().reshape(n_rows, n_pos)
         rank = torch.cat([r[0] for _, r in parts]).cpu().reshape(n_rows, n_pos)
         return prob, rank
 
-    return run.derive(("trajectory", rows, positions, token_ids), compute)
+    key = tuple(map(tuple, ids.tolist())) if per_cell else tuple(ids.tolist())
+    return run.derive(("trajectory", rows, positions, key), compute)
+
+
+def final_logprobs(run: PromptRun, position: int = -1) -> Tensor:
+    """The model's output log-probabilities ``[V]`` at ``position`` of the lens stream (read
+    off the run's last residual: no forward)."""
+    stream = _require_lens(run)
+    final = stream.boundaries[-1][[position]]  # [1, D]
+
+    def compute() -> Tensor:
+        return torch.log_softmax(_unembed(run, final).float()[0], -1).cpu()
+
+    return run.derive(("final_logprobs", position % len(stream.tokens)), compute)
+
+
+def next_token_loss(run: PromptRun) -> float | None:
+    """Mean next-token loss (nats) of the lens stream's own tokens; None for an encoder
+    (it does not predict the next token) or a one-token text."""
+    stream = _require_lens(run)
+    ids = stream.tokens.ids
+    if run.kind == "encoder" or len(ids) < 2:
+        return None
+
+    def compute() -> float:
+        targets = ids[1:].cpu()
+        parts = _chunked_unembed(run, stream.boundaries[-1][:-1], lambda logits, s: (
+            torch.log_softmax(logits.float(), -1).cpu().gather(
+                -1, targets[s:s + logits.shape[0], None])[:, 0]))
+        return float(-torch.cat(parts).mean())
+
+    return run.derive(("next_token_loss",), compute)
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,14 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from explorer.analysis.attention import HEAD_SCORES, attention_rollout, pool_pattern
+from explorer.nn.capture import Edit
 from explorer.runs.memo import LRUMemo
 
 logger = logging.getLogger(__name__)
@@ -210,10 +212,12 @@ class PromptRun:
 
     def __init__(self, model: nn.Module, kind: str, streams: dict[str, ResidualStream],
                  stacks: dict[str, StackRun], seconds: float = 0.0,
-                 derived_bytes: int = DERIVED_BYTES) -> None:
+                 derived_bytes: int = DERIVED_BYTES,
+                 edits: Mapping[str, Edit] | None = None) -> None:
         self.model, self.kind = model, kind
         self.streams, self.stacks = streams, stacks
         self.seconds = seconds
+        self.edits = dict(edits or {})  # what the forward replaced (an intervention's run)
         self.memo = LRUMemo(max_entries=256, max_bytes=derived_bytes)
 
     def module_of(self, stream: str) -> nn.Module:
@@ -237,9 +241,18 @@ class PromptRun:
 
         def compute() -> Tensor:
             resid = stream.boundaries[layer][None]  # [1, N, D]
-            return self.module_of(stream.name).layer_pattern(layer, resid)[0].float().cpu()
+            return self.module_of(stream.name).layer_pattern(
+                layer, resid, edits=self._pattern_edits(stream.prefix, layer))[0].float().cpu()
 
         return self.derive(("pattern", stack_name, layer), compute)
+
+    def _pattern_edits(self, prefix: str, layer: int) -> dict[str, Edit] | None:
+        """The run's edits that act inside ``layer``'s pattern (its q, k or pattern), named
+        relative to the stack; the others are already in the stored residual stream."""
+        inside = {f"{prefix}blocks.{layer}.attn.{name}" for name in ("q", "k", "pattern")}
+        edits = {name[len(prefix):]: edit for name, edit in self.edits.items()
+                 if name in inside}
+        return edits or None
 
     def scores(self, stack_name: str) -> dict[str, Tensor]:
         """Every head score of every layer: ``{name: [L, H]}`` (computed once)."""
@@ -301,16 +314,18 @@ def _capture_names(kind: str) -> list[str]:
     return names
 
 
-def forward(model: nn.Module, kind: str, source: Tensor, target: Tensor | None):
-    """One forward keeping the residual stream (and cross patterns): -> activation cache.
+def forward(model: nn.Module, kind: str, source: Tensor, target: Tensor | None,
+            edits: Mapping[str, Edit] | None = None):
+    """One forward keeping the residual stream (and cross patterns), with ``edits`` applied:
+    -> activation cache.
 
     Decoder-only and encoder-only models skip the unembedding of every position but the
     last (the lens unembeds only what a view shows)."""
     names = _capture_names(kind)
     if kind == "encoder-decoder":
-        _, cache = model.run_with_cache(source, target, names=names)
+        _, cache = model.run_with_cache(source, target, names=names, edits=edits)
     else:
-        _, cache = model.run_with_cache(source, names=names, last_only=True)
+        _, cache = model.run_with_cache(source, names=names, edits=edits, last_only=True)
     return cache
 
 
@@ -336,10 +351,14 @@ def _stream(cache, name: str, prefix: str, tokens: Tokens, sublayers: tuple[str,
 
 def run_prompt(
     model: nn.Module, kind: str, n_heads: int, source: Tokens, target: Tokens | None = None,
-    derived_bytes: int = DERIVED_BYTES,
+    derived_bytes: int = DERIVED_BYTES, edits: Mapping[str, Edit] | None = None,
 ) -> PromptRun:
     """Run ``model`` once on ``source`` (and ``target`` for encoder-decoder models).
-    ``source.ids`` is ``[N]``; ids go to the model's device."""
+    ``source.ids`` is ``[N]``; ids go to the model's device.
+
+    With ``edits`` (`explorer.nn.capture`: ablations, patches) the run is the edited model's:
+    every view of it (lens, patterns, norms...) reads the edited residual stream, and
+    patterns recomputed later apply the edits that act inside attention."""
     start = time.perf_counter()
     if kind not in STACKS_BY_KIND:
         raise ValueError(f"unknown model kind {kind!r}; known: {sorted(STACKS_BY_KIND)}")
@@ -350,7 +369,7 @@ def run_prompt(
     device = next(model.parameters()).device
     sequences = {"source": source, "target": target}
     cache = forward(model, kind, source.ids[None].to(device),
-                    None if target is None else target.ids[None].to(device))
+                    None if target is None else target.ids[None].to(device), edits)
     pre_norm = model.cfg.norm_position == "pre"
     streams = {name: _stream(cache, name, prefix, sequences[seq], subs, pre_norm)
                for name, (prefix, seq, subs) in STREAMS_BY_KIND[kind].items()}
@@ -364,7 +383,7 @@ def run_prompt(
             stack.captured = torch.cat([cache[k].float().cpu() for k in captured])
         stacks[name] = stack
     del cache
-    run = PromptRun(model, kind, streams, stacks, derived_bytes=derived_bytes)
+    run = PromptRun(model, kind, streams, stacks, derived_bytes=derived_bytes, edits=edits)
     run.seconds = time.perf_counter() - start
     logger.info("ran %d tokens in %.2f s (%.1f MB held)", len(source), run.seconds,
                 run.nbytes() / 2**20)
