@@ -13,6 +13,7 @@ from explorer.ui import page_header, require_model
 from explorer.ui.gate import server_limits
 from explorer.ui.resources import model_label
 from explorer.ui.runs import PageRun, memo_figure, prompt_inputs, run_or_stop
+from explorer.ui.url_state import in_url
 from explorer.ui.widgets import chips_for, render_token_chips
 from explorer.viz import (
     attention_lines,
@@ -55,7 +56,7 @@ def head_explorer(page_run: PageRun) -> None:
     stacks = page_run.run.stacks
     stack_name = next(iter(stacks))
     if len(stacks) > 1:
-        stack_name = st.radio("Attention", list(stacks), horizontal=True, key="attn_stack",
+        stack_name = st.radio("Attention", list(stacks), horizontal=True, **in_url("attn_stack"),
                               format_func=lambda s: stacks[s].spec.label)
     stack = stacks[stack_name]
     n_layers, n_heads = stack.n_layers, stack.n_heads
@@ -66,29 +67,30 @@ def head_explorer(page_run: PageRun) -> None:
 
     left, right = st.columns([2, 3], gap="large")
     with left:
-        score_name = st.selectbox("Colour heads by", list(HEAD_SCORES), key=ui.SCORE_KEY,
+        score_name = st.selectbox("Colour heads by", list(HEAD_SCORES), **in_url(ui.SCORE_KEY),
                                   format_func=lambda s: HEAD_SCORES[s].label)
         score = HEAD_SCORES[score_name]
         st.caption(score.description + (" Lower is more focused." if not
                                          score.higher_is_role else ""))
+        map_slot = st.empty()  # drawn after the select boxes, which a link may set
+        pick = st.columns(2)
+        pick[0].selectbox("Layer", range(n_layers), **in_url(ui.LAYER_KEY))
+        # Plain numbers: a label that depends on the model (its kv group) could stay stale
+        # in the browser when the model changes and the value does not; the heatmap title
+        # and the grouped-query note name the kv group.
+        pick[1].selectbox("Head", range(n_heads), **in_url(ui.HEAD_KEY))
         layer, head = st.session_state[ui.LAYER_KEY], st.session_state[ui.HEAD_KEY]
         spec = ui.head_map_spec((page_run.key, stack_name), scores[score_name],
                                 score.label, not score.higher_is_role, (layer, head),
                                 min(max(22 * n_layers + 40, 200), 560))
-        st.vega_lite_chart(spec, on_select="rerun", selection_mode="head", key=ui.MAP_KEY,
-                           width="stretch")
-        pick = st.columns(2)
-        pick[0].selectbox("Layer", range(n_layers), key=ui.LAYER_KEY)
-        # Plain numbers: a label that depends on the model (its kv group) could stay stale
-        # in the browser when the model changes and the value does not; the heatmap title
-        # and the grouped-query note name the kv group.
-        pick[1].selectbox("Head", range(n_heads), key=ui.HEAD_KEY)
+        map_slot.vega_lite_chart(spec, on_select="rerun", selection_mode="head",
+                                 key=ui.MAP_KEY, width="stretch")
         has_special = bool(stack.queries.special.any() or stack.keys.special.any())
-        hide = st.toggle("Hide special tokens and renormalise", key="attn_hide_special",
+        hide = st.toggle("Hide special tokens and renormalise", **in_url("attn_hide_special"),
                          disabled=not has_special,
                          help="Drop [CLS]/[SEP]/BOS-like tokens from the views and rescale "
                               "each row to sum to 1 over the remaining keys.")
-        scale = st.radio("Colour scale", list(SCALES), horizontal=True, key="attn_scale",
+        scale = st.radio("Colour scale", list(SCALES), horizontal=True, **in_url("attn_scale"),
                          format_func=SCALES.get,
                          help="Square root and log keep small weights visible next to a "
                               "head that puts most of its weight on one token.")
@@ -116,10 +118,12 @@ def head_explorer(page_run: PageRun) -> None:
     q_labels = list(view.q_labels)
     if st.session_state.get("attn_query") not in q_labels:
         st.session_state["attn_query"] = q_labels[-1]
-    query = q_labels.index(st.selectbox("Query token", q_labels, key="attn_query"))
-    lines_for = st.radio("Lines for", ["head", "layer"], horizontal=True, key="attn_lines",
-                         format_func={"head": f"the selected head ({names[head]})",
-                                      "layer": f"all {n_heads} heads of layer {layer}"}.get)
+    query = q_labels.index(st.selectbox("Query token", q_labels, **in_url("attn_query")))
+    # Labels that do not change with the head or layer: the URL holds the label.
+    lines_for = st.radio("Lines for", ["head", "layer"], horizontal=True,
+                         **in_url("attn_lines"),
+                         format_func={"head": "the selected head",
+                                      "layer": "every head of this layer"}.get)
     rows = view.pattern[:, query] if lines_for == "layer" else view.pattern[head, query]
     line_names = names if lines_for == "layer" else [names[head]]
     columns = st.columns(2, gap="large")
@@ -148,7 +152,7 @@ def head_explorer(page_run: PageRun) -> None:
                                  columns=3, q_labels=view.q_labels))),
             key="attn_multiples_fig")
     with columns[1]:
-        how = st.radio("Combine", list(AGGREGATIONS), horizontal=True, key="attn_aggregate",
+        how = st.radio("Combine", list(AGGREGATIONS), horizontal=True, **in_url("attn_aggregate"),
                        format_func=AGGREGATIONS.get)
         if how == "rollout" and stack.spec.cross:
             st.info("Rollout follows self-attention through the residual stream; pick a "

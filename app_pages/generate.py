@@ -21,6 +21,7 @@ from explorer.serving import GateTimeout
 from explorer.ui import page_header, require_model
 from explorer.ui.gate import VisitorGone, busy_message, heavy_work, server_limits, session_connected
 from explorer.ui.resources import model_label
+from explorer.ui.url_state import in_url, opened_with, set_flag
 from explorer.ui.widgets import (
     escape_markdown,
     is_new_click,
@@ -47,6 +48,7 @@ FINISHED = {"eos": "end of text", "max_new_tokens": "token limit", "context": "c
             "stopped": "stopped"}
 MEAN = "mean of heads"
 STEP_KEY, TIMELINE = "generate_step_pick", "gen_timeline"
+REPLAY = "generate_run"  # in the URL while the shown generation matches the settings
 
 page_header(
     "Generate",
@@ -81,7 +83,7 @@ if state.get("running"):  # the last run was interrupted (Stop, or any widget ch
 tokenizer = lm.tokenizer
 is_instruct = bool(getattr(tokenizer, "chat_template", None))
 mode = st.radio("Input", ["Prompt", "Chat"] if is_instruct else ["Prompt"], horizontal=True,
-                key="generate_mode",
+                **in_url("generate_mode"),
                 help="Chat wraps your message in the model's chat template.")
 message = ""
 if mode == "Chat":
@@ -99,20 +101,23 @@ else:
     message = prompt_box("Prompt", page_key="generate", height=90)
 
 cols = st.columns(5)
-temperature = cols[0].slider("Temperature", 0.0, 2.0, 0.0, 0.05, key="generate_temperature",
+temperature = cols[0].slider("Temperature", 0.0, 2.0, 0.0, 0.05, **in_url("generate_temperature"),
                              help="0 is greedy: always the most likely token.")
-top_k = cols[1].number_input("Top-k (0 = all)", 0, 1_000, 0, key="generate_top_k",
+top_k = cols[1].number_input("Top-k (0 = all)", 0, 1_000, 0, **in_url("generate_top_k"),
                              help="Sample only among the k most likely tokens.")
-top_p = cols[2].slider("Top-p", 0.05, 1.0, 1.0, 0.05, key="generate_top_p",
+top_p = cols[2].slider("Top-p", 0.05, 1.0, 1.0, 0.05, **in_url("generate_top_p"),
                        help="Sample among the fewest tokens whose probability adds up to p.")
 max_new = cols[3].number_input("Max new tokens", 1, MAX_NEW_TOKENS, min(48, MAX_NEW_TOKENS),
-                               key="generate_max_new")
-seed = cols[4].number_input("Seed", 0, 2**31 - 1, 0, key="generate_seed",
+                               **in_url("generate_max_new"))
+seed = cols[4].number_input("Seed", 0, 2**31 - 1, 0, **in_url("generate_seed"),
                             help="The same seed and settings give the same sample.")
 record_attention = st.toggle("Record attention at every step", value=True,
-                             key="generate_attention")
+                             **in_url("generate_attention"))
 buttons = st.columns([1, 1, 6])
 start = buttons[0].button("Generate", type="primary", key="generate_start")
+# A link to a generation replays it (same prompt, settings and seed give the same tokens).
+settings = (message, temperature, top_k, top_p, max_new, seed, record_attention)
+start = start or (opened_with(REPLAY) and mode == "Prompt")
 buttons[1].button("Stop", key="generate_stop",
                   help="Stops the generation; the tokens so far stay.")
 notices = st.container()
@@ -203,7 +208,7 @@ def run_generation(ids) -> None:
             show_stream(record, hovers)
             show_metrics(record)
             drawn = time.perf_counter()
-    state["running"] = False
+    state.update(running=False, settings=settings)
     if mode == "Chat":
         state["chat"].extend([{"role": "user", "content": message},
                               {"role": "assistant", "content": record.text}])
@@ -230,6 +235,7 @@ if start:
             notices.error(f"The generation failed ({type(exc).__name__}).")
 
 record: GenerationRecord | None = state.get("record")
+set_flag(REPLAY, record is not None and mode == "Prompt" and state.get("settings") == settings)
 if record is None or not len(record):
     st.caption("Press **Generate** to start.")
     st.stop()
@@ -243,7 +249,7 @@ if n > 1:
         st.session_state[STEP_KEY] = clicked
     picked = st.session_state.setdefault(STEP_KEY, n - 1)
     st.session_state[STEP_KEY] = min(max(int(picked), 0), n - 1)
-    selected = st.slider("Step", 0, n - 1, key=STEP_KEY,
+    selected = st.slider("Step", 0, n - 1, **in_url(STEP_KEY),
                          help="The step whose candidates and attention are shown below; "
                               "clicking a point of the timeline picks it too.")
 show_metrics(record)
@@ -266,9 +272,9 @@ with right:
     else:
         pick = st.columns(2)
         layer = pick[0].selectbox("Layer", range(ATTN_LAYERS), index=ATTN_LAYERS - 1,
-                                  key="generate_layer")
+                                  **in_url("generate_layer"))
         heads = [MEAN, *range(cfg.n_heads)] if record.has_heads() else [MEAN]
-        head_choice = pick[1].selectbox("Head", heads, key="generate_head")
+        head_choice = pick[1].selectbox("Head", heads, **in_url("generate_head"))
         head = None if head_choice == MEAN else int(head_choice)
         row = record.attention_row(selected, layer, head)
         who = "mean of heads" if head is None else f"head {head}"

@@ -10,6 +10,7 @@ import streamlit as st
 from explorer.ui import layers as ui
 from explorer.ui import page_header, require_model
 from explorer.ui.runs import prompt_inputs, run_or_stop
+from explorer.ui.url_state import in_url
 
 page_header(
     "Layers",
@@ -31,7 +32,8 @@ if n_tokens < 2:
 st.caption(f"{n_tokens:,} tokens · the model ran once in {page_run.run.seconds:.2f} s, "
            "shared with every other page showing this prompt.")
 
-for tab, section in zip(st.tabs(list(ui.SECTIONS)), ui.SECTIONS.values(), strict=True):
+tabs = st.tabs(list(ui.SECTIONS), **in_url("layers_tab"))  # a tab switch reruns the page
+for tab, section in zip(tabs, ui.SECTIONS.values(), strict=True):
     with tab:
         section(lm, page_run)
 st.session_state["layers_page_ms"] = 1000 * (time.perf_counter() - started)

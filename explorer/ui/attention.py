@@ -27,6 +27,7 @@ from explorer.serving import shared_gate
 from explorer.ui.downloads import spreadsheet_safe
 from explorer.ui.runs import PageRun, memo_figure
 from explorer.ui.state import DEFAULT_PROMPT, get_prompt
+from explorer.ui.url_state import in_url
 from explorer.ui.widgets import is_new_click
 from explorer.viz import attention_heatmap, head_map_chart
 
@@ -100,12 +101,12 @@ def heatmap_of(matrix: torch.Tensor, q_labels: list[str], k_labels: list[str], t
     n = max(len(q_labels), len(k_labels))
     window = None
     if n > HEATMAP_CELLS and st.radio(
-        "Long input", ["pooled", "window"], horizontal=True, key=f"{key}_mode",
+        "Long input", ["pooled", "window"], horizontal=True, **in_url(f"{key}_mode"),
         format_func=lambda m: {"pooled": "Whole prompt, pooled into blocks",
                                "window": f"A window of {HEATMAP_CELLS} tokens"}[m],
     ) == "window":
         window = st.slider("Window start (token)", 0, n - HEATMAP_CELLS, n - HEATMAP_CELLS,
-                           key=f"{key}_start")
+                           **in_url(f"{key}_start"))
         st.caption("Window: weights on keys outside it are not shown, so rows can sum to "
                    "less than 1.")
     elif n > HEATMAP_CELLS:

@@ -37,6 +37,7 @@ from explorer.runs import (
 )
 from explorer.ui.downloads import csv_button
 from explorer.ui.runs import PageRun, memo_figure
+from explorer.ui.url_state import in_url
 from explorer.ui.widgets import escape_markdown, is_byte_level
 from explorer.viz.layers import (
     contributions_chart,
@@ -95,7 +96,7 @@ def stream_choice(page_run: PageRun, key: str) -> str:
     names = list(page_run.run.streams)
     if len(names) == 1:
         return names[0]
-    return st.radio("Stack", names, horizontal=True, key=key, index=len(names) - 1,
+    return st.radio("Stack", names, horizontal=True, **in_url(key), index=len(names) - 1,
                     format_func=lambda s: {"encoder": "Encoder", "decoder": "Decoder"}[s])
 
 
@@ -130,21 +131,21 @@ def lens_section(lm: Any, page_run: PageRun) -> None:
         n, n_layers = len(labels), stream.n_layers
         controls = st.columns([3, 2, 2, 2])
         stat = controls[0].radio("Colour cells by", list(STATS), horizontal=True,
-                                 format_func=STATS.get, key="layers_lens_stat")
-        sublayers = controls[1].toggle("Sub-layer rows", key="layers_lens_sub",
+                                 format_func=STATS.get, **in_url("layers_lens_stat"))
+        sublayers = controls[1].toggle("Sub-layer rows", **in_url("layers_lens_sub"),
                                        help="Add the residual stream after each attention "
                                             "sub-layer (resid_mid), before the MLP.")
         strides = [s for s in (1, 2, 3, 4, 6, 8) if s <= max(1, n_layers // 2)] or [1]
         default = min(strides, key=lambda s: abs(s - _default_stride(n_layers, sublayers)))
         stride = controls[2].select_slider("Layer stride", strides, value=default,
-                                           key=f"layers_lens_stride_{sublayers}",
+                                           **in_url(f"layers_lens_stride_{sublayers}"),
                                            help="Show every k-th block; the last is kept.")
         width = min(n, controls[3].select_slider("Positions shown", LENS_WIDTHS, value=16,
-                                                 key="layers_lens_width"))
+                                                 **in_url("layers_lens_width")))
         start = 0
         if n > width:
             start = st.slider("First position shown", 0, n - width, n - width,
-                              key="layers_lens_start",
+                              **in_url("layers_lens_start"),
                               help=f"{n:,} positions: the grid shows a window of {width}.")
         rows = stream.rows(sublayers, stride)
         positions = list(range(start, start + width))
@@ -213,11 +214,11 @@ def target_widgets(lm: Any, page_run: PageRun, stream_name: str
     if st.session_state.get("layers_positions") and not set(
             st.session_state["layers_positions"]) <= set(labels):
         del st.session_state["layers_positions"]  # a new prompt: the old labels are gone
-    chosen = st.multiselect("Positions", labels, default=[labels[-1]], key="layers_positions",
+    chosen = st.multiselect("Positions", labels, default=[labels[-1]], **in_url("layers_positions"),
                             max_selections=MAX_TARGET_POSITIONS,
                             help="The token after each of these positions is predicted.")
     typed = st.text_input("Target token (empty: the model's prediction at each position)",
-                          max_chars=64, key="layers_target")
+                          max_chars=64, **in_url("layers_target"))
     if not chosen:
         st.info("Pick at least one position.")
         return None
@@ -243,7 +244,7 @@ def target_section(lm: Any, page_run: PageRun) -> None:
         if picked is None:
             return
         positions, targets = picked
-        sublayers = st.toggle("Sub-layer rows", key="layers_target_sub",
+        sublayers = st.toggle("Sub-layer rows", **in_url("layers_target_sub"),
                               help="Add the residual stream after each attention sub-layer "
                                    "(resid_mid), before the MLP.")
         rows = stream.rows(sublayers)
@@ -280,10 +281,10 @@ def contributions_view(lm: Any, page_run: PageRun, positions: list[int], targets
     labels = stream_labels(page_run, lens_stream(run).name)
     columns = st.columns([3, 2])
     index = columns[0].selectbox("Position", range(len(positions)), index=len(positions) - 1,
-                                 key="layers_contrib_pos",
+                                 **in_url("layers_contrib_pos"),
                                  format_func=lambda i: labels[positions[i]])
     how = columns[1].radio("Chart", ["bars", "waterfall"], horizontal=True,
-                           key="layers_contrib_how",
+                           **in_url("layers_contrib_how"),
                            format_func={"bars": "Bar per part", "waterfall": "Running sum"}.get)
     index = min(index, len(positions) - 1)
     position, target = positions[index], targets[index]
@@ -319,7 +320,7 @@ def residual_section(lm: Any, page_run: PageRun) -> None:
         norms = stream_norms(page_run.run, stream_name)
         labels = stream_labels(page_run, stream_name)
         rows = [row.label for row in row_options(stream.n_layers)]
-        log_colour = st.toggle("Log colour scale", value=True, key="layers_resid_log",
+        log_colour = st.toggle("Log colour scale", value=True, **in_url("layers_resid_log"),
                                help="The first token's norm is often 10-100x the others "
                                     "(the attention sink); a log scale keeps the rest "
                                     "visible.")
@@ -377,7 +378,7 @@ def geometry_section(lm: Any, page_run: PageRun) -> None:
               "cosine": float(norms.cosine[i, p])}
              for i, step in enumerate(steps) for p in range(len(labels))]),
             "block_cosines.csv", "layers_consecutive_csv")
-        choice = st.select_slider("Layer", names, value=names[-1], key="layers_geo_row")
+        choice = st.select_slider("Layer", names, value=names[-1], **in_url("layers_geo_row"))
         row = options[names.index(choice)]
         left, right = st.columns(2, gap="large")
         with left:
@@ -390,7 +391,7 @@ def geometry_section(lm: Any, page_run: PageRun) -> None:
                                         "layers"), key="layers_cosine_fig")
         with right:
             skip = st.toggle("Leave out the first token", value=len(labels) > 3,
-                             key="layers_pca_skip",
+                             **in_url("layers_pca_skip"),
                              help="The first token's vector is often far from the rest "
                                   "(the attention sink) and would take up a whole axis.")
             pca = pca_layers(run, stream_name, skip)

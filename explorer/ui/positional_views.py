@@ -40,6 +40,7 @@ from explorer.nn.positional import sinusoidal_table
 from explorer.ui import positional as glue
 from explorer.ui.attention import head_labels
 from explorer.ui.resources import model_label
+from explorer.ui.url_state import in_url
 from explorer.ui.widgets import escape_markdown
 from explorer.viz.positional import (
     bar_chart,
@@ -95,10 +96,10 @@ def _clamp(key: str, low: int, high: int, default: int) -> None:
 def sinusoid_section() -> None:
     """The fixed table, chosen dimensions as curves, dot products and the rotation property."""
     cols = st.columns(3)
-    n = cols[0].slider("Positions", 8, 1024, 128, step=8, key="pos_sin_n")
-    d_model = cols[1].slider("d_model", 4, 1024, 128, step=2, key="pos_sin_d")
+    n = cols[0].slider("Positions", 8, 1024, 128, step=8, **in_url("pos_sin_n"))
+    d_model = cols[1].slider("d_model", 4, 1024, 128, step=2, **in_url("pos_sin_d"))
     base = cols[2].number_input("Base", min_value=2.0, max_value=1e7, value=10000.0,
-                                step=1000.0, format="%g", key="pos_sin_base")
+                                step=1000.0, format="%g", **in_url("pos_sin_base"))
     table = sinusoidal_table(n, d_model, base)  # [N, D]
     left, right = st.columns(2, gap="large")
     with left:
@@ -111,7 +112,7 @@ def sinusoid_section() -> None:
         dims_options = list(range(d_model))
         wanted = [d for d in st.session_state.get("pos_sin_dims", []) if d < d_model]
         st.session_state["pos_sin_dims"] = wanted or sorted({0, 1, d_model // 2, d_model - 2})
-        dims = st.multiselect("Dimensions to draw", dims_options, key="pos_sin_dims",
+        dims = st.multiselect("Dimensions to draw", dims_options, **in_url("pos_sin_dims"),
                               max_selections=8)
         positions = torch.arange(n)
         glue.chart_with_csv(
@@ -130,7 +131,7 @@ def sinusoid_section() -> None:
             "pos_sin_dots")
     with right:
         _clamp("pos_sin_k", 1, n - 1, 8)
-        k = st.slider("Offset k", 1, n - 1, key="pos_sin_k")
+        k = st.slider("Offset k", 1, n - 1, **in_url("pos_sin_k"))
         residuals = sinusoid_rotation_residuals(table, k, base)  # [N - k]
         st.markdown(f"**PE(pos + {k}) = R<sub>{k}</sub> · PE(pos)** for all {n - k} positions: "
                     f"largest residual {residuals.max():.1e} (float32 rounding). R<sub>k</sub> "
@@ -161,8 +162,8 @@ def learned_view(lm: Any, run: glue.PositionRun | None) -> None:
     table = lm.model.embed.positions.weight
     n_ctx, d_model = table.shape
     cols = st.columns(2)
-    n = cols[0].slider("Positions", 2, n_ctx, min(n_ctx, 512), key="pos_learned_n")
-    dims = cols[1].radio("PCA", [2, 3], horizontal=True, key="pos_learned_pca",
+    n = cols[0].slider("Positions", 2, n_ctx, min(n_ctx, 512), **in_url("pos_learned_n"))
+    dims = cols[1].radio("PCA", [2, 3], horizontal=True, **in_url("pos_learned_pca"),
                          format_func=lambda d: f"{d}-D")
     pca, cosine = _table_geometry(model_label(lm), n, table)
     rows = table[:n].detach().float().cpu()
@@ -218,8 +219,8 @@ def rope_view(lm: Any, run: glue.PositionRun | None) -> None:
     cols = st.columns(2)
     _keep_in("pos_rope_layer", list(range(len(stack.blocks))), len(stack.blocks) // 2)
     _keep_in("pos_rope_head", list(range(cfg.n_heads)), 0)
-    layer = cols[0].selectbox("Layer", range(len(stack.blocks)), key="pos_rope_layer")
-    head = cols[1].selectbox("Head", range(cfg.n_heads), key="pos_rope_head")
+    layer = cols[0].selectbox("Layer", range(len(stack.blocks)), **in_url("pos_rope_layer"))
+    head = cols[1].selectbox("Head", range(cfg.n_heads), **in_url("pos_rope_head"))
     data = glue.layer_positions(run.key, layer, run, lm)
     names = head_labels(cfg.n_heads, cfg.n_kv_heads)
     lift = data.carriers.lift  # [H, P]
@@ -247,17 +248,18 @@ def rope_view(lm: Any, run: glue.PositionRun | None) -> None:
                "head attends by relative position (previous token, say); lift in the slow "
                f"pairs (right, wavelength ≫ {n} tokens) means it attends by content.")
     _keep_in("pos_rope_query", run.labels, run.labels[-1])
-    query_label = st.selectbox("Query token", run.labels, key="pos_rope_query")
+    query_label = st.selectbox("Query token", run.labels, **in_url("pos_rope_query"))
     query = run.labels.index(query_label)
     row = data.pattern[head, query]
     visible = run.labels[: query + 1] if stack.causal else run.labels  # keys it may see
     _keep_in("pos_rope_key", visible, run.labels[int(row.argmax())])
     cols = st.columns(3)
-    key = run.labels.index(cols[0].selectbox("Key token", visible, key="pos_rope_key"))
+    key = run.labels.index(cols[0].selectbox("Key token", visible, **in_url("pos_rope_key")))
     key_label = run.labels[key]
     _keep_in("pos_rope_pair", pairs, 0)
-    pair = cols[1].selectbox("Pair", pairs, key="pos_rope_pair")
-    max_offset = cols[2].slider("Largest offset", 16, 8192, 1024, step=16, key="pos_rope_reach")
+    pair = cols[1].selectbox("Pair", pairs, **in_url("pos_rope_pair"))
+    max_offset = cols[2].slider("Largest offset", 16, 8192, 1024, step=16,
+                                **in_url("pos_rope_reach"))
     left, right = st.columns(2, gap="large")
     with left:
         raw = data.qk.q_raw[head, query]  # [d]
@@ -297,9 +299,9 @@ def alibi_view(lm: Any, run: glue.PositionRun | None) -> None:
     names = head_labels(cfg.n_heads, cfg.n_kv_heads)
     cols = st.columns(2)
     n = cols[0].slider("Positions", 2, min(cfg.n_ctx, 256), min(cfg.n_ctx, 32),
-                       key="pos_alibi_n")
+                       **in_url("pos_alibi_n"))
     _keep_in("pos_alibi_head", list(range(cfg.n_heads)), 0)
-    head = cols[1].selectbox("Head", range(cfg.n_heads), key="pos_alibi_head")
+    head = cols[1].selectbox("Head", range(cfg.n_heads), **in_url("pos_alibi_head"))
     slopes, bias = alibi_matrix(cfg.n_heads, n, self_attention_stack(lm.model).causal)
     left, right = st.columns(2, gap="large")
     with left:
@@ -328,13 +330,13 @@ def relative_view(lm: Any, run: glue.PositionRun | None) -> None:
               if isinstance(model, EncoderDecoderTransformer) else {"self": model})
     labels = {"encoder": "Encoder (bidirectional)", "decoder": "Decoder (causal)",
               "self": "Self-attention"}
-    name = st.radio("Stack", list(stacks), horizontal=True, key="pos_rel_stack",
+    name = st.radio("Stack", list(stacks), horizontal=True, **in_url("pos_rel_stack"),
                     format_func=labels.get) if len(stacks) > 1 else "self"
     stack = stacks[name]
     bidirectional = not stack.causal
     reach = st.slider("Largest |offset|", 4, 4 * cfg.relative_max_distance,
                       min(2 * cfg.relative_max_distance, 4 * cfg.relative_max_distance),
-                      key="pos_rel_reach")
+                      **in_url("pos_rel_reach"))
     offsets = relative_offsets(reach, bidirectional)
     buckets = offset_buckets(offsets, bidirectional, cfg.relative_buckets,
                              cfg.relative_max_distance)
@@ -421,11 +423,11 @@ def why_section(lm: Any, text: str) -> None:
     absolute = lm.model.embed.positions is not None
     max_shift = max(0, min(cfg.n_ctx - n if absolute else 4096, 4096))
     cols = st.columns(2)
-    seed = cols[0].number_input("Shuffle seed", 0, 9_999, 0, key="pos_why_seed")
+    seed = cols[0].number_input("Shuffle seed", 0, 9_999, 0, **in_url("pos_why_seed"))
     shift = 0
     if max_shift:
         _clamp("pos_why_shift", 1, max_shift, min(100, max_shift))
-        shift = cols[1].slider("Shift every position by", 1, max_shift, key="pos_why_shift")
+        shift = cols[1].slider("Shift every position by", 1, max_shift, **in_url("pos_why_shift"))
     layers = list(range(len(self_attention_stack(lm.model).blocks)))
     errors = glue.permutation_check(run.key, int(seed), run, lm)
     shown = {name: [max(e, LOG_FLOOR) for e in values] for name, values in errors.items()}

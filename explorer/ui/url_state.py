@@ -76,3 +76,24 @@ def plain(value: Any) -> Any:
     if isinstance(value, (list, tuple, range)):
         return [plain(v) for v in value]
     return str(value)
+
+
+def opened_with(name: str) -> bool:
+    """Whether the link that opened this page had ``name=1``: True on the first run that asks
+    (once per session), so a shared link can replay an action (the Generate page's
+    generation), never on later reruns."""
+    asked: dict[str, None] = st.session_state.setdefault("url_state_flags_asked", {})
+    if name in asked:
+        return False
+    asked[name] = None
+    return st.query_params.get(name) == "1"
+
+
+def set_flag(name: str, on: bool) -> None:
+    """Put ``name=1`` in the URL (or take it out): an action a link should replay."""
+    if name in RESERVED:
+        raise ValueError(f"{name!r} is written by explorer.ui.state")
+    if on and st.query_params.get(name) != "1":
+        st.query_params[name] = "1"
+    elif not on and name in st.query_params:
+        del st.query_params[name]
