@@ -34,10 +34,10 @@ lm = require_model()
 if (why := ui.unsupported(lm)) is not None:
     st.info(why)
     st.stop()
-text, _ = prompt_inputs(lm, "interventions", "int_decoder_text", "interventions")
+text, target_text = prompt_inputs(lm, "interventions", "int_decoder_text", "interventions")
 
 started = time.perf_counter()
-page_run = run_or_stop(lm, text)
+page_run = run_or_stop(lm, text, target_text)
 st.caption(f"{len(page_run.labels['source']):,} tokens · the model ran once in "
            f"{page_run.run.seconds:.2f} s, shared with every other page showing this prompt.")
 for tab, section in zip(st.tabs(list(SECTIONS)), SECTIONS.values(), strict=True):

@@ -22,12 +22,20 @@ import streamlit as st
 import torch
 
 from explorer.analysis.attention import HEAD_SCORES
-from explorer.analysis.lens import LensSummary, summarise_logits
-from explorer.interventions import MODES, Ablation, Outcome, ablation_edits, outcome
-from explorer.runs import Row, lens
+from explorer.analysis.lens import LensSummary
+from explorer.interventions import MODES, Ablation, Outcome, ablation_edits, outcome_of_run
+from explorer.runs import Row, final_logprobs, lens, lens_stream, token_trajectory
 from explorer.serving import GateTimeout
 from explorer.ui.attention import default_head, head_map_spec
 from explorer.ui.downloads import csv_button
+from explorer.ui.families import (
+    STACK_EDITS,
+    edited_run,
+    readout,
+    run_inputs,
+    stack_choice,
+    stack_names,
+)
 from explorer.ui.gate import VisitorGone, busy_message, heavy_work
 from explorer.ui.layers import timed, token_texts
 from explorer.ui.runs import PageRun, memo_figure
@@ -44,6 +52,7 @@ LENS_POSITIONS = 12  # the lens difference shows the last positions of the promp
 HEADS_KEY, MLPS_KEY, LAYERS_KEY = "int_heads", "int_mlps", "int_layers"
 MODE_KEY, MEAN_OVER_KEY, REFERENCE_KEY = "int_mode", "int_mean_over", "int_reference"
 MAP_KEY, SEEN_KEY, SCORE_KEY = "int_head_map", "int_head_seen", "int_score"
+STACK_KEY = "int_stack"
 GENERATED = "int_generated"
 REDRAW_EVERY_S = 0.1
 DEFAULT_REFERENCE = ("The weather was mild for the season. People walked along the river, "
@@ -54,18 +63,21 @@ MEAN_OVER = {"prompt": "this prompt's positions", "reference": "a reference text
 
 def unsupported(lm: Any) -> str | None:
     """Why the page cannot intervene on this model, or None."""
-    if lm.config.kind != "decoder":
-        return (f"{escape_markdown(lm.name)} is an {lm.config.kind} model. Interventions here "
-                "read a decoder's next-token prediction; pick a decoder such as smollm2-135m "
-                "in the sidebar.")
     if getattr(lm.model, "head", None) is None:
-        return f"{escape_markdown(lm.name)} has no unembedding, so it predicts no tokens."
+        return (f"{escape_markdown(lm.name)} has no unembedding (no masked-LM head), so it "
+                "predicts no tokens and there is no output to change. Pick a model with one: "
+                "smollm2-135m, a BERT with its masked-LM head, or a T5.")
     return None
 
 
 def prompt_ids(lm: Any, page_run: PageRun) -> torch.Tensor:
-    """The page prompt's ids ``[1, N]`` on the model's device (as the shared run read them)."""
-    return page_run.run.streams["main"].tokens.ids[None].to(lm.device)
+    """The page prompt's ids ``[1, N]`` on the model's device (T5: the encoder's)."""
+    return run_inputs(lm, page_run)[0]
+
+
+def lens_rows_of(page_run: PageRun) -> list[Row]:
+    """The logit-lens rows of the run's output stream (T5: its decoder)."""
+    return lens_rows(lens_stream(page_run.run).n_layers)
 
 
 def head_name(head: tuple[int, int]) -> str:
@@ -94,18 +106,10 @@ def comparison_figure(lm: Any, first: torch.Tensor, second: torch.Tensor,
     return distribution_comparison(tokens, p, q, names, title), frame
 
 
-def final_probs(lm: Any, page_run: PageRun, position: int) -> torch.Tensor:
-    """The model's next-token distribution ``[V]`` after ``position`` (read off the run's
-    last residual, no forward)."""
-    stream = page_run.run.streams["main"]
-
-    def compute() -> torch.Tensor:
-        resid = stream.residual(Row(stream.n_layers - 1))[[position]]
-        with torch.no_grad():
-            logits = lm.model.unembed_residual(resid.to(lm.device, lm.dtype))
-        return torch.softmax(logits.float()[0], -1).cpu()
-
-    return page_run.run.derive(("final_probs", position), compute)
+def final_probs(page_run: PageRun, position: int) -> torch.Tensor:
+    """The model's output distribution ``[V]`` at ``position`` of its output stream (read
+    off the run's last residual, no forward)."""
+    return final_logprobs(page_run.run, position).exp()
 
 
 # --------------------------------------------------------------------------- the ablation
@@ -127,27 +131,41 @@ class AblationChoice:
         return described[:1].upper() + described[1:] + over
 
 
-def current_choice() -> AblationChoice | None:
+def current_stack(lm: Any) -> str:
+    """The stack the Ablate tab edits (T5: encoder, decoder or cross-attention)."""
+    names = stack_names(lm)
+    stack = st.session_state.get(STACK_KEY)
+    return stack if stack in names else names[0]
+
+
+def current_choice(lm: Any) -> AblationChoice | None:
     """The ablation the widgets of the Ablate tab describe, or None when nothing is picked."""
     state = st.session_state
+    stack = current_stack(lm)
+    prefix, cross = STACK_EDITS[stack]
     heads, mlps, layers = (tuple(sorted(state.get(k) or ())) for k in
                            (HEADS_KEY, MLPS_KEY, LAYERS_KEY))
+    if cross:  # the cross-attention stack has heads only; its MLPs are the decoder's
+        mlps = layers = ()
     if not (heads or mlps or layers):
         return None
     mode = state.get(MODE_KEY, "zero")
     reference = None
     if mode == "mean" and state.get(MEAN_OVER_KEY) == "reference":
         reference = state.get(REFERENCE_KEY) or DEFAULT_REFERENCE
-    return AblationChoice(Ablation(heads=heads, mlps=mlps, layers=layers, mode=mode), reference)
+    return AblationChoice(Ablation(heads=heads, mlps=mlps, layers=layers, mode=mode,
+                                   prefix=prefix, cross=cross), reference)
 
 
 def ablation_edits_for(lm: Any, page_run: PageRun, choice: AblationChoice) -> dict:
-    """The edits of ``choice``: the mean of a mean ablation is taken over the prompt or the
-    reference text."""
-    reference = prompt_ids(lm, page_run)
+    """The edits of ``choice``: the mean of a mean ablation is taken over the prompt (T5:
+    its encoder and decoder texts) or over the reference text (T5: on both sides)."""
+    reference = run_inputs(lm, page_run)
     if choice.reference is not None:
-        reference = lm.encode(choice.reference)[:, : lm.config.n_ctx]
-    return ablation_edits(lm.model, choice.ablation, reference)
+        text = lm.encode(choice.reference)[:, : lm.config.n_ctx]
+        reference = (text, text) if len(reference) == 2 else (text,)
+    return ablation_edits(lm.model, choice.ablation,
+                          reference if len(reference) == 2 else reference[0])
 
 
 def or_message(compute: Callable[[], T]) -> T | None:
@@ -185,12 +203,12 @@ def toggle_clicked_head(n_layers: int, n_heads: int) -> None:
             *heads, head]
 
 
-def outlined_head_map(page_run: PageRun, score_name: str, heads: list[tuple[int, int]],
-                      n_layers: int) -> dict:
-    """The head map coloured by ``score_name`` with every ablated head outlined; no dimming
-    of the other heads after a click (they are not deselected)."""
+def outlined_head_map(page_run: PageRun, stack: str, score_name: str,
+                      heads: list[tuple[int, int]], n_layers: int) -> dict:
+    """The head map of ``stack`` coloured by ``score_name`` with every ablated head
+    outlined; no dimming of the other heads after a click (they are not deselected)."""
     score = HEAD_SCORES[score_name]
-    spec = head_map_spec((page_run.key, "int"), page_run.run.scores("self")[score_name],
+    spec = head_map_spec((page_run.key, "int", stack), page_run.run.scores(stack)[score_name],
                          score.label, not score.higher_is_role, (-1, -1),
                          min(max(18 * n_layers + 40, 200), 560))
     test = " || ".join(f"(datum.layer === {layer} && datum.head === {head})"
@@ -201,32 +219,47 @@ def outlined_head_map(page_run: PageRun, score_name: str, heads: list[tuple[int,
     return {**spec, "encoding": encoding}
 
 
+def clear_selection() -> None:
+    """Another stack has other heads and layers: start its selection empty."""
+    for key in (HEADS_KEY, MLPS_KEY, LAYERS_KEY, SEEN_KEY):
+        st.session_state.pop(key, None)
+
+
 def ablation_controls(lm: Any, page_run: PageRun) -> None:
-    """The head map, the lists of heads, MLPs and layers, and zero or mean."""
-    cfg = lm.config
-    n_layers, n_heads = cfg.n_layers, cfg.n_heads
+    """The stack (T5), the head map, the lists of heads, MLPs and layers, zero or mean."""
+    stack = stack_choice(lm, "Ablate in", STACK_KEY, on_change=clear_selection)
+    n_layers, n_heads = page_run.run.stacks[stack].n_layers, lm.config.n_heads
     toggle_clicked_head(n_layers, n_heads)
     heads = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
-    st.session_state[HEADS_KEY] = [h for h in st.session_state.get(HEADS_KEY) or []
-                                   if h in heads]  # another model: drop what does not exist
+    state = st.session_state  # another model or stack: drop what does not exist
+    state[HEADS_KEY] = [h for h in state.get(HEADS_KEY) or [] if h in heads]
+    for key in (MLPS_KEY, LAYERS_KEY):
+        state[key] = [m for m in state.get(key) or [] if m in range(n_layers)]
+    scores = page_run.run.scores(stack)
+    shown = [name for name in HEAD_SCORES if not bool(scores[name].isnan().all())]
     left, right = st.columns([2, 3], gap="large")
     with left:
-        if SCORE_KEY not in st.session_state:
-            st.session_state[SCORE_KEY] = default_head(page_run.run.scores("self"), n_heads)[0]
-        score_name = st.selectbox("Colour heads by", list(HEAD_SCORES), key=SCORE_KEY,
+        if state.get(SCORE_KEY) not in shown:
+            state[SCORE_KEY] = default_head(scores, n_heads)[0]
+            if state[SCORE_KEY] not in shown:  # e.g. cross-attention: no square scores
+                state[SCORE_KEY] = shown[0]
+        score_name = st.selectbox("Colour heads by", shown, key=SCORE_KEY,
                                   format_func=lambda s: HEAD_SCORES[s].label)
-        st.vega_lite_chart(outlined_head_map(page_run, score_name,
-                                             st.session_state[HEADS_KEY], n_layers),
+        st.vega_lite_chart(outlined_head_map(page_run, stack, score_name, state[HEADS_KEY],
+                                             n_layers),
                            on_select="rerun", selection_mode="head", key=MAP_KEY,
                            width="stretch")
         st.caption("Click a head to add it to the ablation (outlined in red); remove it in "
                    "the list on the right.")
     with right:
+        z = "cross_attn.z" if STACK_EDITS[stack][1] else "attn.z"
         st.multiselect("Heads", heads, key=HEADS_KEY, format_func=head_name,
-                       help="Each head's output (attn.z) before the output projection.")
-        st.multiselect("MLPs", range(n_layers), key=MLPS_KEY, format_func=lambda m: f"L{m}")
-        st.multiselect("Whole layers (attention and MLP)", range(n_layers), key=LAYERS_KEY,
-                       format_func=lambda m: f"L{m}")
+                       help=f"Each head's output ({z}) before the output projection.")
+        if not STACK_EDITS[stack][1]:
+            st.multiselect("MLPs", range(n_layers), key=MLPS_KEY,
+                           format_func=lambda m: f"L{m}")
+            st.multiselect("Whole layers (attention and MLP)", range(n_layers),
+                           key=LAYERS_KEY, format_func=lambda m: f"L{m}")
         mode = st.radio("Replace with", list(MODES), key=MODE_KEY, horizontal=True,
                         format_func={"zero": "zero", "mean": "the mean activation"}.get)
         if mode == "mean":
@@ -255,36 +288,21 @@ def lens_rows(n_layers: int) -> list[Row]:
     return [Row(-1), *(Row(layer) for layer in range(n_layers))]
 
 
-def edited_lens(lm: Any, ids: torch.Tensor, edits: dict, positions: list[int],
-                old_top: torch.Tensor) -> tuple[LensSummary, torch.Tensor]:
-    """The logit lens of an edited forward at every block boundary x ``positions``, and the
-    probability ``[R, C]`` of ``old_top`` ``[R, C]`` (the unedited lens's top-1) there."""
-    n_layers = lm.config.n_layers
-    names = ["blocks.0.resid_pre", *(f"blocks.{i}.resid_post" for i in range(n_layers))]
-    _, cache = lm.model.run_with_cache(ids, names=names, edits=edits)
-    summaries, old = [], []
-    with torch.no_grad():
-        for r, name in enumerate(names):  # one row at a time: [C, V] logits, never [R, C, V]
-            logits = lm.model.unembed_residual(cache[name][0, positions]).float()
-            summaries.append(summarise_logits(logits[None], LENS_K))
-            probs = torch.softmax(logits, -1)
-            old.append(probs.gather(-1, old_top[r].to(probs.device)[:, None])[:, 0].cpu())
-    return LensSummary.concat(summaries, dim=0), torch.stack(old)
-
-
 def ablation_result(lm: Any, page_run: PageRun, choice: AblationChoice, positions: list[int]
                     ) -> AblationResult:
-    """Before and after the ablation, computed once per run, choice and positions."""
-    run = page_run.run
-    old_top = lens(run, lens_rows(lm.config.n_layers), positions, LENS_K).top_ids[..., 0]
+    """Before and after the ablation, computed once per run, choice and positions: one
+    edited run of the prompt, read like the shared run (outcome, lens)."""
+    run, where = page_run.run, readout(lm, page_run)
+    rows = lens_rows_of(page_run)
 
     def compute() -> AblationResult:
-        ids = prompt_ids(lm, page_run)
         with heavy_work("ablation"):
-            edits = ablation_edits_for(lm, page_run, choice)
-            before = run.derive(("outcome", TOP_K), lambda: outcome(lm.model, ids, k=TOP_K))
-            after = outcome(lm.model, ids, edits=edits, k=TOP_K)
-            lens_after, old_top_after = edited_lens(lm, ids, edits, positions, old_top)
+            old_top = lens(run, rows, positions, LENS_K).top_ids[..., 0]
+            after_run = edited_run(lm, page_run, ablation_edits_for(lm, page_run, choice))
+            before = outcome_of_run(run, where.position, TOP_K)
+            after = outcome_of_run(after_run, where.position, TOP_K)
+            lens_after = lens(after_run, rows, positions, LENS_K)
+            old_top_after = token_trajectory(after_run, rows, positions, old_top)[0]
         return AblationResult(before, after, lens_after, old_top_after)
 
     return run.derive(("ablation", choice, tuple(positions)), compute)
@@ -294,11 +312,11 @@ def ablation_result(lm: Any, page_run: PageRun, choice: AblationChoice, position
 def ablate_section(lm: Any, page_run: PageRun) -> None:
     with timed("ablate", SECTION_MS):
         ablation_controls(lm, page_run)
-        choice = current_choice()
+        choice = current_choice(lm)
         if choice is None:
             st.info("Pick heads (click them on the map), MLPs or layers to ablate.")
             return
-        labels = page_run.labels["source"]
+        labels = page_run.labels[readout(lm, page_run).sequence]
         positions = list(range(max(0, len(labels) - LENS_POSITIONS), len(labels)))
         result = or_message(lambda: ablation_result(lm, page_run, choice, positions))
         if result is None:
@@ -318,24 +336,27 @@ def show_ablation(lm: Any, page_run: PageRun, choice: AblationChoice, result: Ab
                           f"{result.after.loss - result.before.loss:+.3f}",
                           delta_color="inverse")
     else:
-        metrics[0].metric("Loss on the prompt", "—", help="A one-token prompt predicts "
-                          "nothing inside itself, so it has no loss.")
+        metrics[0].metric("Loss on the prompt", "—", help=(
+            "An encoder does not predict the next token, so it has no next-token loss."
+            if lm.config.kind == "encoder" else
+            "A one-token text predicts nothing inside itself, so it has no loss."))
     metrics[1].metric(f"p(“{top_text}”), the top token before", f"{float(after[top]):.1%}",
                       f"{100 * float(after[top] - before[top]):+.1f} points")
     new_top = int(result.after.top_ids[0])
     metrics[2].metric("Top token after", token_texts(lm.tokenizer, torch.tensor([new_top]))[0],
                       "unchanged" if new_top == top else "changed", delta_color="off")
     key = (page_run.key, choice)
+    where = readout(lm, page_run)
     figure, frame = comparison_figure(lm, before, after, ("before", "after"),
-                                      "Next token after the prompt: before and after")
+                                      f"{where.title}: before and after")
     st.plotly_chart(memo_figure((*key, "dist"), lambda: figure, "int_ablate"),
                     key="int_ablate_dist")
     csv_button("Download both distributions (CSV)", lambda: frame, "ablation_next_token.csv",
                "int_ablate_dist_csv")
-    rows = lens_rows(lm.config.n_layers)
+    rows = lens_rows_of(page_run)
     run_lens = lens(page_run.run, rows, positions, LENS_K)
     row_labels = [row.label for row in rows]
-    col_labels = [page_run.labels["source"][p] for p in positions]
+    col_labels = [page_run.labels[where.sequence][p] for p in positions]
     delta = result.old_top_after - run_lens.top_probs[..., 0]
 
     def lens_figure() -> Any:
@@ -346,7 +367,8 @@ def show_ablation(lm: Any, page_run: PageRun, choice: AblationChoice, result: Ab
 
     st.plotly_chart(memo_figure((*key, "lens", tuple(positions)), lens_figure, "int_ablate"),
                     key="int_ablate_lens")
-    st.caption(f"The last {len(positions)} positions of the prompt. Each cell shows the top "
+    text = "decoder text" if where.sequence == "target" else "prompt"
+    st.caption(f"The last {len(positions)} positions of the {text}. Each cell shows the top "
                "token when the ablated run's residual stream is read through the final norm "
                "and unembedding (→ where it differs from the unablated lens); blue where the "
                "unablated lens's top token became more likely, red where less likely.")

@@ -11,6 +11,7 @@ one patched run's next-token distribution.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -28,6 +29,7 @@ from explorer.interventions import (
 )
 from explorer.runs import LRUMemo, contributions_unavailable
 from explorer.ui.downloads import csv_button
+from explorer.ui.families import mask_position, readout, stack_choice
 from explorer.ui.gate import heavy_work, server_limits
 from explorer.ui.interventions import (
     SECTION_MS,
@@ -86,16 +88,64 @@ def patch_prompts(lm: Any) -> tuple[torch.Tensor, torch.Tensor, list[str]] | Non
     return clean.ids[None].to(lm.device), corrupt.ids[None].to(lm.device), labels
 
 
-def predictions(lm: Any, clean_ids: torch.Tensor, corrupt_ids: torch.Tensor) -> tuple:
+@dataclass(frozen=True)
+class PatchSetup:
+    """What a grid patches: the prompts' ids ``[1, N]``, the column labels, the stack (T5:
+    ``"encoder."`` or ``"decoder."``), the decoder ids both runs share (T5) and the
+    read-out position (the last; an encoder's mask token)."""
+
+    clean: torch.Tensor
+    corrupt: torch.Tensor
+    labels: list[str]
+    stack: str = ""
+    decoder_ids: torch.Tensor | None = None
+    position: int = -1
+
+    @property
+    def key(self) -> tuple:
+        decoder = None if self.decoder_ids is None else tuple(self.decoder_ids[0].tolist())
+        return (tuple(self.clean[0].tolist()), tuple(self.corrupt[0].tolist()), self.stack,
+                decoder, self.position)
+
+    @property
+    def where(self) -> dict:
+        """Keyword arguments of `patch_grid` and `patched_outcome`."""
+        return {"decoder_ids": self.decoder_ids, "stack": self.stack,
+                "position": self.position}
+
+
+def setup_for(lm: Any, page_run: PageRun, clean: torch.Tensor, corrupt: torch.Tensor,
+              labels: list[str]) -> PatchSetup:
+    """The stack radio (T5) and where the grid reads the model's output."""
+    if lm.config.kind == "encoder-decoder":
+        stack = stack_choice(lm, "Patch in", "int_patch_stack", ["encoder", "decoder"])
+        decoder = page_run.run.streams["decoder"].tokens.ids[None].to(lm.device)
+        if stack == "decoder":
+            labels = page_run.labels["target"]
+        st.caption("Both runs read the page's decoder text; the metric is read at its last "
+                   "position.")
+        return PatchSetup(clean, corrupt, labels, f"{stack}.", decoder)
+    position = -1
+    if lm.config.kind == "encoder":
+        masked = mask_position(lm, clean[0])
+        position = -1 if masked is None else masked
+        st.caption("The metric is read at " + (
+            f"the clean prompt's mask token (position {masked})." if masked is not None else
+            "the last position; put a mask token in both prompts to read it there."))
+    return PatchSetup(clean, corrupt, labels, position=position)
+
+
+def predictions(lm: Any, setup: PatchSetup) -> tuple:
     """The unpatched clean and corrupted outcomes (once per session per prompt pair)."""
-    key = (model_label(lm), tuple(clean_ids[0].tolist()), tuple(corrupt_ids[0].tolist()))
+    where = {k: v for k, v in setup.where.items() if k != "stack"}
 
     def compute() -> tuple:
         with heavy_work("patching"):
-            return (outcome(lm.model, clean_ids, k=TOP_K),
-                    outcome(lm.model, corrupt_ids, k=TOP_K))
+            return (outcome(lm.model, setup.clean, k=TOP_K, **where),
+                    outcome(lm.model, setup.corrupt, k=TOP_K, **where))
 
-    return memo_figure((*key, "outcomes"), compute, "int_patch_outcomes")
+    return memo_figure((model_label(lm), *setup.key, "outcomes"), compute,
+                       "int_patch_outcomes")
 
 
 def token_choice(lm: Any, label: str, key: str, default: int) -> int | None:
@@ -118,9 +168,9 @@ def patching_section(lm: Any, page_run: PageRun) -> None:
     prompts = patch_prompts(lm)
     if prompts is None:
         return
-    clean_ids, corrupt_ids, labels = prompts
+    setup = setup_for(lm, page_run, *prompts)
     with timed("patching", SECTION_MS):
-        unpatched = or_message(lambda: predictions(lm, clean_ids, corrupt_ids))
+        unpatched = or_message(lambda: predictions(lm, setup))
         if unpatched is None:
             return
         clean, corrupt = unpatched
@@ -138,26 +188,26 @@ def patching_section(lm: Any, page_run: PageRun) -> None:
             st.warning("The answer and the distractor are the same token, so their logit "
                        "difference is 0 everywhere; type a different distractor.")
             return
-        key = (model_label(lm), tuple(clean_ids[0].tolist()), tuple(corrupt_ids[0].tolist()),
-               site, answer, distractor)
-        n_runs = lm.config.n_layers * (lm.config.n_heads if site == "head"
-                                       else clean_ids.shape[1])
+        key = (model_label(lm), *setup.key, site, answer, distractor)
+        n_layers = len(lm.model.blocks if not setup.stack
+                       else getattr(lm.model, setup.stack[:-1]).blocks)
+        n_runs = n_layers * (lm.config.n_heads if site == "head" else len(setup.labels))
         cap = server_limits().max_grid_cells
         if n_runs > cap:  # one visitor must not hold a shared server for minutes
             st.warning(f"This grid needs {n_runs:,} patched runs; this server allows "
                        f"{cap:,} (EXPLORER_MAX_GRID_CELLS). Use shorter prompts.")
             return
         if st.button("Run the patching grid", type="primary", key="int_patch_run"):
-            run_grid(lm, clean_ids, corrupt_ids, site, answer, distractor, key)
+            run_grid(lm, setup, site, answer, distractor, key)
         grid = session_grids().peek(key)
         if grid is None:
             st.caption(f"Press **Run the patching grid**: {n_runs:,} patched runs.")
             return
-        show_grid(lm, grid, labels, key, clean_ids, corrupt_ids, (answer, distractor))
+        show_grid(lm, grid, key, setup, (answer, distractor))
 
 
-def run_grid(lm: Any, clean_ids: torch.Tensor, corrupt_ids: torch.Tensor, site: str,
-             answer: int, distractor: int, key: tuple) -> None:
+def run_grid(lm: Any, setup: PatchSetup, site: str, answer: int, distractor: int,
+             key: tuple) -> None:
     bar = st.progress(0.0, text="Patching…")
 
     def progress(done: int, total: int) -> None:
@@ -165,8 +215,9 @@ def run_grid(lm: Any, clean_ids: torch.Tensor, corrupt_ids: torch.Tensor, site: 
 
     def compute() -> Any:
         with heavy_work("patching grid"):
-            return patch_grid(lm.model, clean_ids, corrupt_ids, site,
-                              logit_diff_metric(answer, distractor), progress=progress)
+            return patch_grid(lm.model, setup.clean, setup.corrupt, site,
+                              logit_diff_metric(answer, distractor), progress=progress,
+                              **setup.where)
 
     grid = or_message(compute)
     bar.empty()
@@ -199,9 +250,9 @@ def selected_cell(n_rows: int, n_cols: int, row_labels: list[str], col_labels: l
     return row, column
 
 
-def show_grid(lm: Any, grid: Any, labels: list[str], key: tuple, clean_ids: torch.Tensor,
-              corrupt_ids: torch.Tensor, tokens: tuple[int, int]) -> None:
-    row_labels, col_labels, column_title = grid_labels(lm, grid, labels)
+def show_grid(lm: Any, grid: Any, key: tuple, setup: PatchSetup, tokens: tuple[int, int]
+              ) -> None:
+    row_labels, col_labels, column_title = grid_labels(lm, grid, setup.labels)
     n_rows, n_cols = grid.values.shape
     answer, distractor = token_texts(lm.tokenizer, torch.tensor(tokens)).tolist()
     st.caption(f"Metric: logit(“{escape_markdown(answer)}”) − logit(“"
@@ -224,9 +275,9 @@ def show_grid(lm: Any, grid: Any, labels: list[str], key: tuple, clean_ids: torc
             f"patching_{grid.site}.csv", "int_patch_csv")
     with right:
         patched = memo_figure((*key, row, column), lambda: patched_outcome(
-            lm.model, clean_ids, corrupt_ids, grid.site, row, column, k=TOP_K),
-            "int_patch_outcomes")
-        corrupt = predictions(lm, clean_ids, corrupt_ids)[1]
+            lm.model, setup.clean, setup.corrupt, grid.site, row, column, k=TOP_K,
+            **setup.where), "int_patch_outcomes")
+        corrupt = predictions(lm, setup)[1]
         figure, frame = comparison_figure(
             lm, probs_of(corrupt), probs_of(patched), ("corrupted", "patched"),
             f"Patched {row_labels[row]} · {col_labels[column]}")
@@ -249,9 +300,10 @@ def attribution_section(lm: Any, page_run: PageRun) -> None:
                 f"{why}.")
         return
     with timed("attribution", SECTION_MS):
-        labels = page_run.labels["source"]
+        where = readout(lm, page_run)
+        labels = page_run.labels[where.sequence]
         if st.session_state.get("int_dla_pos") not in labels:
-            st.session_state["int_dla_pos"] = labels[-1]
+            st.session_state["int_dla_pos"] = labels[where.position]
         columns = st.columns([2, 1, 1])
         position = labels.index(columns[0].selectbox(
             "Position", labels, key="int_dla_pos",
@@ -266,15 +318,19 @@ def attribution_section(lm: Any, page_run: PageRun) -> None:
         parts = run.derive(("head_attribution", position, target, distractor),
                            lambda: head_attribution(run, position, target, distractor))
         names = token_texts(lm.tokenizer, torch.tensor([target, distractor])).tolist()
-        note = (f"heads {float(parts.heads.sum()):+.3f} + MLPs {float(parts.mlps.sum()):+.3f} + "
+        heads, head_labels = attribution_heads(parts)
+        note = (f"heads {float(heads.sum()):+.3f} + MLPs {float(parts.mlps.sum()):+.3f} + "
                 f"embeddings {parts.embed:+.3f} + biases {parts.biases:+.3f} = "
                 f"{parts.total:+.3f} · the model's logit difference {parts.logit_diff:+.3f}")
         title = (f"Direct contributions to logit(“{names[0]}”) − logit(“{names[1]}”) "
                  f"after {labels[position]}")
         st.plotly_chart(memo_figure((page_run.key, "dla", position, target, distractor),
-                                    lambda: attribution_heatmap(parts.heads, parts.mlps, title,
-                                                                note), "int_dla"),
+                                    lambda: attribution_heatmap(heads, parts.mlps, title, note,
+                                                                head_labels), "int_dla"),
                         key="int_dla_fig")
+        if parts.cross is not None:
+            st.caption("T5's decoder: H0… are its self-attention heads, X0… its "
+                       "cross-attention heads (reading the encoder).")
         st.caption(
             "What each head and each MLP wrote into the residual stream at this position, "
             "read through the final norm (its scale frozen at the real run's value) and the "
@@ -286,16 +342,29 @@ def attribution_section(lm: Any, page_run: PageRun) -> None:
 
 
 def predicted_top(lm: Any, page_run: PageRun, position: int) -> tuple[int, int]:
-    """The model's two most likely next tokens after ``position``."""
-    top = final_probs(lm, page_run, position).topk(2).indices.tolist()
+    """The model's two most likely tokens at ``position`` (its output stream's)."""
+    top = final_probs(page_run, position).topk(2).indices.tolist()
     return top[0], top[-1]
 
 
+def attribution_heads(parts: Any) -> tuple[torch.Tensor, list[str]]:
+    """Every head's contribution ``[L, H]`` and the column labels; T5's decoder adds its
+    cross-attention heads as more columns ``[L, 2H]`` (``X0``…)."""
+    n_heads = parts.heads.shape[1]
+    labels = [f"H{h}" for h in range(n_heads)]
+    if parts.cross is None:
+        return parts.heads, labels
+    return (torch.cat([parts.heads, parts.cross], 1),
+            labels + [f"X{h}" for h in range(n_heads)])
+
+
 def attribution_frame(parts: Any) -> pd.DataFrame:
+    heads, head_labels = attribution_heads(parts)
     n_layers, n_heads = parts.heads.shape
-    records = [{"part": f"L{layer} H{head}", "layer": layer, "head": head,
-                "contribution": float(parts.heads[layer, head])}
-               for layer in range(n_layers) for head in range(n_heads)]
+    records = [{"part": f"L{layer} {head_labels[col]}", "layer": layer,
+                "head": col % n_heads, "attention": "cross" if col >= n_heads else "self",
+                "contribution": float(heads[layer, col])}
+               for layer in range(n_layers) for col in range(heads.shape[1])]
     records += [{"part": f"L{layer} MLP", "layer": layer, "head": None,
                  "contribution": float(parts.mlps[layer])} for layer in range(n_layers)]
     records += [{"part": "embeddings", "layer": None, "head": None,

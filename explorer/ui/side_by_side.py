@@ -20,6 +20,7 @@ from explorer.models.tokenizer import tokenizer_lock
 from explorer.runs import lens
 from explorer.ui.attention import pattern_csv
 from explorer.ui.downloads import csv_button
+from explorer.ui.families import readout, stack_choice
 from explorer.ui.gate import heavy_work, session_connected
 from explorer.ui.interventions import (
     LENS_K,
@@ -29,7 +30,7 @@ from explorer.ui.interventions import (
     comparison_figure,
     current_choice,
     final_probs,
-    lens_rows,
+    lens_rows_of,
     or_message,
     prompt_ids,
 )
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 GENERATED = "int_generated"
 REDRAW_EVERY_S = 0.1
 DEFAULT_PROMPT_B = "The Colosseum is in the city of"
+DECODER_TEXT_KEY = "int_decoder_text"  # the page's decoder-text box (T5)
 
 
 # --------------------------------------------------------------------------- generate
@@ -101,19 +103,28 @@ def generate_pair(lm: Any, page_run: PageRun, choice: AblationChoice, max_new: i
 @st.fragment
 def generate_section(lm: Any, page_run: PageRun) -> None:
     with timed("generate", SECTION_MS):
+        if lm.config.kind == "encoder":
+            st.info(f"{escape_markdown(lm.name)} is an encoder: it fills in masked tokens but "
+                    "does not generate text. Pick a decoder or a T5 to generate.")
+            return
+        seq2seq = lm.config.kind == "encoder-decoder"
         st.caption("Greedy continuations of the page's prompt, without and with the ablation "
-                   "set on the **Ablate** tab.")
+                   "set on the **Ablate** tab." + (
+                       " T5 reads the prompt with its encoder and writes new text from its "
+                       "decoder start token." if seq2seq else ""))
         columns = st.columns([2, 1, 5])
         max_new = columns[0].number_input("New tokens", 1, 64, 24, key="int_gen_max")
         start = columns[1].button("Generate", type="primary", key="int_gen_start")
-        choice = current_choice()
+        choice = current_choice(lm)
         if choice is None:
             st.info("Pick something to ablate on the **Ablate** tab first.")
             return
         st.markdown(f"**{escape_markdown(choice.summary)}**")
-        with tokenizer_lock(lm.tokenizer):
-            prompt = lm.tokenizer.decode(prompt_ids(lm, page_run)[0].tolist(),
-                                         skip_special_tokens=True)
+        prompt = ""  # T5 writes new text: nothing to continue
+        if not seq2seq:
+            with tokenizer_lock(lm.tokenizer):
+                prompt = lm.tokenizer.decode(prompt_ids(lm, page_run)[0].tolist(),
+                                             skip_special_tokens=True)
         left, right = st.columns(2, gap="large")
         left.markdown("**Without the ablation**")
         right.markdown("**With the ablation**")
@@ -148,14 +159,15 @@ def _common_prefix(a: list[str], b: list[str]):
 
 
 def run_b(lm: Any) -> PageRun | None:
-    """The shared run of prompt B, or None after saying why there is none."""
+    """The shared run of prompt B (T5: with the page's decoder text), or None after saying
+    why there is none."""
     text = st.text_area("Prompt B", DEFAULT_PROMPT_B, key="int_prompt_b", height=70,
                         max_chars=4_000)
     if not text.strip():
         st.info("Type a second prompt to compare with.")
         return None
     try:
-        return shared_run(lm, text)
+        return shared_run(lm, text, st.session_state.get(DECODER_TEXT_KEY) or None)
     except Exception as exc:  # the model may refuse the text: say so, keep the page
         log.exception("prompt B failed")
         st.error(f"The model could not run prompt B: {type(exc).__name__}.")
@@ -170,45 +182,53 @@ def compare_section(lm: Any, page_run: PageRun) -> None:
         return
     with timed("compare", SECTION_MS):
         runs = {"A": page_run, "B": other}
+        stack = stack_choice(lm, "Attention of", "int_cmp_stack")
+        n_layers = page_run.run.stacks[stack].n_layers
+        if st.session_state.get("int_cmp_layer") not in range(n_layers):
+            st.session_state["int_cmp_layer"] = n_layers - 1
         pick = st.columns(2)
-        layer = pick[0].selectbox("Layer", range(cfg.n_layers), index=cfg.n_layers - 1,
-                                  key="int_cmp_layer")
+        layer = pick[0].selectbox("Layer", range(n_layers), key="int_cmp_layer")
         head = pick[1].selectbox("Head", range(cfg.n_heads), key="int_cmp_head")
         columns = st.columns(2, gap="large")
         for column, (name, each) in zip(columns, runs.items(), strict=True):
             with column:
-                attention_panel(name, each, layer, head)
+                attention_panel(name, each, stack, layer, head)
         compare_outputs(lm, runs)
 
 
-def attention_panel(name: str, page_run: PageRun, layer: int, head: int) -> None:
-    labels = page_run.labels["source"]
-    st.plotly_chart(memo_figure((page_run.key, name, "attn", layer, head), lambda: (
-        attention_heatmap(page_run.run.layer("self", layer)[head], labels, labels,
-                          f"{name} · layer {layer} · head {head}")), "int_compare"),
+def attention_panel(name: str, page_run: PageRun, stack: str, layer: int, head: int) -> None:
+    spec = page_run.stack(stack).spec
+    queries, keys = page_run.labels[spec.queries], page_run.labels[spec.keys]
+    where = "" if stack == "self" else f" ({stack})"
+    st.plotly_chart(memo_figure((page_run.key, name, "attn", stack, layer, head), lambda: (
+        attention_heatmap(page_run.run.layer(stack, layer)[head], queries, keys,
+                          f"{name}{where} · layer {layer} · head {head}")), "int_compare"),
         key=f"int_cmp_attn_{name}")
     st.download_button(f"Download {name}'s pattern (CSV)", key=f"int_cmp_attn_csv_{name}",
-                       data=lambda: pattern_csv(page_run.run.layer("self", layer)[head],
-                                                labels, labels),
-                       file_name=f"attention_{name}_L{layer}_H{head}.csv", mime="text/csv",
-                       on_click="ignore", icon=":material/download:")
+                       data=lambda: pattern_csv(page_run.run.layer(stack, layer)[head],
+                                                queries, keys),
+                       file_name=f"attention_{name}_{stack}_L{layer}_H{head}.csv",
+                       mime="text/csv", on_click="ignore", icon=":material/download:")
 
 
 def compare_outputs(lm: Any, runs: dict[str, PageRun]) -> None:
-    """The lens rows at each prompt's last position and both next-token distributions."""
-    rows = lens_rows(lm.config.n_layers)
-    last = {name: len(each.labels["source"]) - 1 for name, each in runs.items()}
-    summaries = {name: lens(each.run, rows, [last[name]], LENS_K) for name, each in runs.items()}
+    """The lens rows at each prompt's read-out position (the last one, or an encoder's mask
+    token) and both output distributions there."""
+    rows = lens_rows_of(runs["A"])
+    where = {name: readout(lm, each) for name, each in runs.items()}
+    summaries = {name: lens(each.run, rows, [where[name].position], LENS_K)
+                 for name, each in runs.items()}
     top_ids = torch.cat([s.top_ids for s in summaries.values()], 1)  # [R, 2, k]
     top_probs = torch.cat([s.top_probs for s in summaries.values()], 1)
-    col_labels = [f"{name} · {each.labels['source'][last[name]]}" for name, each in runs.items()]
+    col_labels = [f"{name} · {each.labels[where[name].sequence][where[name].position]}"
+                  for name, each in runs.items()]
     row_labels = [row.label for row in rows]
     keys = tuple(each.key for each in runs.values())
     left, right = st.columns(2, gap="large")
     with left:
         st.plotly_chart(memo_figure((*keys, "lens"), lambda: logit_lens_grid(
             token_texts(lm.tokenizer, top_ids), top_probs, top_probs[..., 0], row_labels,
-            col_labels, "prob", "Logit lens at the last position of A and of B"), "int_compare"),
+            col_labels, "prob", "Logit lens where A and B are read out"), "int_compare"),
             key="int_cmp_lens")
         csv_button("Download the lens rows (CSV)", lambda: pd.DataFrame.from_records(
             [{"row": row, "prompt": col[0], "input": col, "rank": rank + 1,
@@ -216,9 +236,9 @@ def compare_outputs(lm: Any, runs: dict[str, PageRun]) -> None:
              for texts in [token_texts(lm.tokenizer, top_ids)]
              for r, row in enumerate(row_labels) for c, col in enumerate(col_labels)
              for rank in range(top_ids.shape[-1])]), "compare_lens.csv", "int_cmp_lens_csv")
-    first, second = (final_probs(lm, runs[name], last[name]) for name in ("A", "B"))
+    first, second = (final_probs(runs[name], where[name].position) for name in ("A", "B"))
     figure, frame = comparison_figure(lm, first, second, ("A", "B"),
-                                      "Next token after A and after B")
+                                      f"{where['A'].title}: A and B")
     with right:
         st.plotly_chart(memo_figure((*keys, "dist"), lambda: figure, "int_compare"),
                         key="int_cmp_dist")

@@ -181,6 +181,6 @@ def test_bad_tokens_and_unsupported_models_get_messages(app, monkeypatch) -> Non
         at.session_state["prompt_box_interventions"] = "  "
         at.run()
         assert any("Type a prompt" in i.value for i in at.info)
-    with tiny_t5_in_store(app):
+    with tiny_t5_in_store(app):  # T5 is supported: its own test is test_interventions_families
         app.run()
-        assert any("Interventions here read a decoder" in i.value for i in app.info)
+        assert not app.exception and not app.error
