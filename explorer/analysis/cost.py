@@ -205,3 +205,11 @@ def kv_cache_bytes(cfg: ModelConfig, context: int, bytes_per_value: int, batch: 
     if cfg.kind == "encoder-decoder":
         return cfg.n_decoder_layers * per_position * (kept + context)
     return cfg.n_layers * per_position * kept
+
+
+def format_bytes(count: float) -> str:
+    """A size a person reads at a glance, in powers of 1024: 512 B, 1.5 KiB, 22.5 MiB."""
+    for threshold, suffix in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if count >= threshold:
+            return f"{count / threshold:.1f} {suffix}"
+    return f"{int(count)} B"

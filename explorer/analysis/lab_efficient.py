@@ -43,6 +43,15 @@ def lab_moe(d_model: int, n_experts: int, top_k: int, seed: int = 0, d_mlp: int 
     return build_mlp(cfg).eval()
 
 
+def own_embeddings(ids: torch.Tensor, d_model: int, seed: int = 0) -> torch.Tensor:
+    """[n, d_model] vectors for token ids [n] from a random N(0, 1) table of the MoE's own:
+    one row per distinct id, so equal tokens get equal vectors (an embedding lookup without
+    a vocabulary-sized table)."""
+    distinct, inverse = ids.unique(return_inverse=True)
+    table = torch.randn(len(distinct), d_model, generator=torch.Generator().manual_seed(seed))
+    return table[inverse]
+
+
 def switch_aux_loss(probs: torch.Tensor, experts: torch.Tensor, n_experts: int,
                     alpha: float = 1.0) -> float:
     """alpha · E · sum_i f_i · P_i for router probabilities [n, E] and chosen experts [n, k]."""

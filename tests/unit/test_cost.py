@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from explorer.analysis.cost import (
     attention_matrix_bytes,
     flops_per_token,
+    format_bytes,
     keys_seen,
     kv_cache_bytes,
     parameter_formula,
@@ -143,3 +144,8 @@ def test_attention_matrix_is_the_quadratic_term() -> None:
     assert one == 4 * 1024 * 1024 * 4
     assert attention_matrix_bytes(cfg, 2048, 4) == 4 * one  # twice the tokens, 4x the memory
     assert attention_matrix_bytes(cfg, 2048, 4, window=127) == 4 * 2048 * 128 * 4
+
+
+def test_format_bytes() -> None:
+    assert [format_bytes(b) for b in (512, 1536, 8192 * 23_040, 3 * 2**40)] == [
+        "512 B", "1.5 KiB", "180.0 MiB", "3.0 TiB"]
