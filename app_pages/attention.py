@@ -10,6 +10,7 @@ import streamlit as st
 from explorer.analysis.attention import HEAD_SCORES, aggregate_heads
 from explorer.ui import attention as ui
 from explorer.ui import page_header, require_model
+from explorer.ui.export import begin_page, share_panel, show_chart, show_vega
 from explorer.ui.gate import server_limits
 from explorer.ui.resources import model_label
 from explorer.ui.runs import PageRun, memo_figure, prompt_inputs, run_or_stop
@@ -35,11 +36,13 @@ page_header(
 )
 lm = require_model()
 cfg = lm.config
+begin_page("Attention")
 ui.use_attention_default_prompt("prompt_box_attention")
 text, target_text = prompt_inputs(lm, "attention", "attn_target", "attention")
 
 started = time.perf_counter()
 page_run = run_or_stop(lm, text, target_text)
+share_panel(lm, page_run)
 with st.expander(f"Tokens ({len(page_run.labels['source']):,})", expanded=False):
     source = page_run.stack(next(iter(page_run.run.stacks))).keys
     render_token_chips(chips_for(lm.tokenizer, source.ids.tolist(), source.pieces))
@@ -83,8 +86,9 @@ def head_explorer(page_run: PageRun) -> None:
         spec = ui.head_map_spec((page_run.key, stack_name), scores[score_name],
                                 score.label, not score.higher_is_role, (layer, head),
                                 min(max(22 * n_layers + 40, 200), 560))
-        map_slot.vega_lite_chart(spec, on_select="rerun", selection_mode="head",
-                                 key=ui.MAP_KEY, width="stretch")
+        with map_slot.container():
+            show_vega(spec, on_select="rerun", selection_mode="head", key=ui.MAP_KEY,
+                      width="stretch")
         has_special = bool(stack.queries.special.any() or stack.keys.special.any())
         hide = st.toggle("Hide special tokens and renormalise", **in_url("attn_hide_special"),
                          disabled=not has_special,
@@ -101,9 +105,9 @@ def head_explorer(page_run: PageRun) -> None:
         title = f"Layer {layer} · {names[head]}"
         if stack.spec.cross:
             title += " · cross-attention"
-        st.plotly_chart(ui.heatmap_of(view.pattern[head], view.q_labels, view.k_labels, title,
-                                   scale, "attn_head_heatmap", memo, "head"),
-                        key="attn_head_fig")
+        show_chart(ui.heatmap_of(view.pattern[head], view.q_labels, view.k_labels, title,
+                              scale, "attn_head_heatmap", memo, "head"),
+                   key="attn_head_fig", csv=False)
         matrix = view.pattern[head]
         st.download_button(
             "Download this head's matrix (CSV)",
@@ -132,12 +136,12 @@ def head_explorer(page_run: PageRun) -> None:
             st.caption("The line view is for self-attention; the strip on the right shows "
                        "where this decoder token looks in the encoder's tokens.")
         else:
-            st.plotly_chart(memo_figure(
+            show_chart(memo_figure(
                 (*memo, "lines", query, tuple(line_names)),
                 lambda: attention_lines(rows, view.k_labels, query, line_names), "head"),
                 key="attn_lines_fig")
     with columns[1]:
-        st.plotly_chart(memo_figure((*memo, "bars", query), lambda: query_attention_bars(
+        show_chart(memo_figure((*memo, "bars", query), lambda: query_attention_bars(
             view.pattern[:, query], view.k_labels, query, head_labels=names,
             query_label=view.q_labels[query] if stack.spec.cross else None)),
             key="attn_bars_fig")
@@ -145,11 +149,11 @@ def head_explorer(page_run: PageRun) -> None:
     st.subheader(f"All heads of layer {layer}")
     columns = st.columns(2, gap="large")
     with columns[0]:
-        st.plotly_chart(memo_figure((*memo, "multiples", scale), lambda: (
+        show_chart(memo_figure((*memo, "multiples", scale), lambda: (
             head_small_multiples(view.pattern, view.q_labels, head_labels=names, scale=scale,
-                                 columns=3) if not stack.spec.cross else
+                            columns=3) if not stack.spec.cross else
             head_small_multiples(view.pattern, view.k_labels, head_labels=names, scale=scale,
-                                 columns=3, q_labels=view.q_labels))),
+                            columns=3, q_labels=view.q_labels))),
             key="attn_multiples_fig")
     with columns[1]:
         how = st.radio("Combine", list(AGGREGATIONS), horizontal=True, **in_url("attn_aggregate"),
@@ -168,13 +172,13 @@ def head_explorer(page_run: PageRun) -> None:
             st.caption("Rollout (Abnar & Zuidema 2020): how much each position after this "
                        f"layer draws from each input token, with the residual path mixed in as "
                        f"half the identity{note}. Special tokens are kept.")
-            st.plotly_chart(ui.heatmap_of(rollout.values[layer], block_labels, block_labels,
-                                       f"Rollout through layer {layer}", scale,
-                                       "attn_rollout", memo), key="attn_rollout_fig")
+            show_chart(ui.heatmap_of(rollout.values[layer], block_labels, block_labels,
+                                  f"Rollout through layer {layer}", scale,
+                                  "attn_rollout", memo), key="attn_rollout_fig")
         else:
-            st.plotly_chart(ui.heatmap_of(aggregate_heads(view.pattern, how), view.q_labels,
-                                       view.k_labels, f"{AGGREGATIONS[how]} · layer {layer}",
-                                       scale, "attn_agg", memo), key="attn_agg_fig")
+            show_chart(ui.heatmap_of(aggregate_heads(view.pattern, how), view.q_labels,
+                                  view.k_labels, f"{AGGREGATIONS[how]} · layer {layer}",
+                                  scale, "attn_agg", memo), key="attn_agg_fig")
             if how == "max":
                 st.caption("Max over heads: each cell is the largest weight any head put "
                            "there, so rows sum to more than 1.")
@@ -211,8 +215,9 @@ def induction_section() -> None:
          "head": [names[r[1]] for r in result.ranking[:10]],
          "induction score": [round(r[2], 3) for r in result.ranking[:10]]},
         hide_index=True, width="stretch")
-    columns[1].altair_chart(head_map_chart(result.scores, "Induction score"),
-                            width="stretch", key="attn_induction_map")
+    with columns[1]:
+        show_vega(head_map_chart(result.scores, "Induction score"), width="stretch",
+                  key="attn_induction_map")
 
 
 head_explorer(page_run)

@@ -19,6 +19,7 @@ from explorer.generation.text import token_text
 from explorer.models.tokenizer import tokenizer_lock
 from explorer.serving import GateTimeout
 from explorer.ui import page_header, require_model
+from explorer.ui.export import begin_page, share_panel, show_chart
 from explorer.ui.gate import VisitorGone, busy_message, heavy_work, server_limits, session_connected
 from explorer.ui.resources import model_label
 from explorer.ui.url_state import in_url, opened_with, set_flag
@@ -60,6 +61,7 @@ page_header(
 )
 lm = require_model()
 cfg = lm.config
+begin_page("Generate")
 if cfg.kind == "encoder":
     st.info(f"{escape_markdown(lm.name)} is an encoder: it reads text but has no decoder to "
             "write with. Pick a decoder such as smollm2-135m, or an encoder-decoder (T5), in "
@@ -235,6 +237,7 @@ if start:
             notices.error(f"The generation failed ({type(exc).__name__}).")
 
 record: GenerationRecord | None = state.get("record")
+share_panel(lm, record=record, extra={"generation": {"temperature": temperature, "seed": seed}})
 set_flag(REPLAY, record is not None and mode == "Prompt" and state.get("settings") == settings)
 if record is None or not len(record):
     st.caption("Press **Generate** to start.")
@@ -255,15 +258,15 @@ if n > 1:
 show_metrics(record)
 show_stream(record, hover_texts(record), selected)
 
-st.plotly_chart(timeline_figure(record.probs, record.entropies, selected), key=TIMELINE,
-                on_select="rerun", selection_mode="points")
+show_chart(timeline_figure(record.probs, record.entropies, selected), key=TIMELINE,
+           on_select="rerun", selection_mode="points")
 labels = state.get("prompt_labels", []) + record.tokens
 left, right = st.columns([2, 3])
 with left:
     top = record.top_ids[selected]
     chosen = top.index(record.token_ids[selected]) if record.token_ids[selected] in top else -1
-    st.plotly_chart(candidates_figure(record.top_labels[selected], record.top_probs[selected],
-                                      chosen), key="gen_candidates")
+    show_chart(candidates_figure(record.top_labels[selected], record.top_probs[selected],
+                                 chosen), key="gen_candidates")
     st.caption(f"Step {selected}: p(chosen) = {record.probs[selected]:.1%}, entropy "
                f"{record.entropies[selected]:.2f} nats.")
 with right:
@@ -278,15 +281,15 @@ with right:
         head = None if head_choice == MEAN else int(head_choice)
         row = record.attention_row(selected, layer, head)
         who = "mean of heads" if head is None else f"head {head}"
-        st.plotly_chart(context_attention_figure(
+        show_chart(context_attention_figure(
             labels, row, f"Step {selected}: {LOOKED} (layer {layer}, {who})"),
             key="gen_context_attention")
 if record.attention:
     rows = [record.attention_row(i, layer, head) for i in range(len(record.attention))]
     title = ("Cross-attention of each generated step over the prompt" if SEQ2SEQ else
              "Attention of each generated step over its context")
-    st.plotly_chart(growing_attention_figure(rows, labels, len(record.prompt_ids), selected,
-                                             title=title), key="gen_growing_attention")
+    show_chart(growing_attention_figure(rows, labels, len(record.prompt_ids), selected,
+                                        title=title), key="gen_growing_attention")
     if SEQ2SEQ:
         st.caption("Row i: the decoder's cross-attention, from the query that chose token i, "
                    "over the prompt its encoder read (an alignment of output to input).")

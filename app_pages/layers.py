@@ -9,6 +9,7 @@ import streamlit as st
 
 from explorer.ui import layers as ui
 from explorer.ui import page_header, require_model
+from explorer.ui.export import begin_page, share_panel
 from explorer.ui.runs import prompt_inputs, run_or_stop
 from explorer.ui.url_state import in_url
 
@@ -21,10 +22,12 @@ page_header(
     "geometry: how long the vectors are and how the tokens arrange themselves.",
 )
 lm = require_model()
+begin_page("Layers")
 text, target_text = prompt_inputs(lm, "layers", "layers_decoder_text", "layers")
 
 started = time.perf_counter()
 page_run = run_or_stop(lm, text, target_text)
+share_panel(lm, page_run)
 n_tokens = len(page_run.labels["source"])
 if n_tokens < 2:
     st.warning("The prompt is a single token: every view below still works, but there is "

@@ -6,6 +6,7 @@ import streamlit as st
 
 from explorer.analysis.params import format_count, parameter_counts
 from explorer.ui import page_header, require_model
+from explorer.ui.export import begin_page, share_panel, show_vega
 from explorer.ui.resources import model_label
 from explorer.ui.widgets import escape_markdown
 from explorer.viz.architecture import architecture_dot
@@ -19,6 +20,8 @@ page_header(
 )
 lm = require_model()
 cfg = lm.config
+begin_page("Overview")
+share_panel(lm)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -55,7 +58,7 @@ row2[5].metric("MLP", cfg.mlp)
 left, right = st.columns([1, 1])
 with left:
     st.subheader("Parameters by component")
-    st.altair_chart(parameter_bar_chart(counts), width="stretch")
+    show_vega(parameter_bar_chart(counts), width="stretch", key="overview_params")
     tied = "tied to the embedding (counted once)" if cfg.tied_embeddings else "separate"
     st.caption(f"Unembedding: {tied}. Activation: {cfg.activation}.")
     with st.expander("All configuration fields"):

@@ -6,6 +6,7 @@ import streamlit as st
 
 from explorer.ui import page_header, require_model
 from explorer.ui import positional_views as views
+from explorer.ui.export import begin_page, share_panel
 from explorer.ui.widgets import prompt_box
 
 page_header(
@@ -15,6 +16,8 @@ page_header(
     "scheme read from its real weights, and, computed live, what goes wrong without one.",
 )
 lm = require_model()
+begin_page("Positional encodings")
+share_panel(lm)
 text = prompt_box("Prompt", page_key="positional", height=80)
 
 st.header("Sinusoidal positions")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer.ui import page_header, require_model
+from explorer.ui.export import begin_page, share_panel
 from explorer.ui.resources import model_label
 from explorer.ui.widgets import chips_for, prompt_box, render_token_chips, tokenize
 from explorer.viz.token_chips import show_invisible
@@ -16,6 +17,8 @@ page_header(
     "`\\u200b`; special tokens are pink. Hover a chip for its raw piece.",
 )
 lm = require_model()
+begin_page("Tokenizer")
+share_panel(lm)
 tokenizer = lm.tokenizer
 label = model_label(lm)
 

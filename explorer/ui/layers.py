@@ -36,6 +36,7 @@ from explorer.runs import (
     token_trajectory,
 )
 from explorer.ui.downloads import csv_button
+from explorer.ui.export import show_chart
 from explorer.ui.runs import PageRun, memo_figure
 from explorer.ui.url_state import in_url
 from explorer.ui.widgets import escape_markdown, is_byte_level
@@ -161,7 +162,7 @@ def lens_section(lm: Any, page_run: PageRun) -> None:
                                    stat, "Logit lens: the top token at every layer")
 
         key = (page_run.key, "lens", tuple(rows), tuple(positions), stat)
-        st.plotly_chart(memo_figure(key, figure, "layers"), key="layers_lens_fig")
+        show_chart(memo_figure(key, figure, "layers"), key="layers_lens_fig", csv=False)
         st.caption("Each cell reads the residual stream at that row through the model's final "
                    "norm and unembedding (the logit lens). The top row is the model's real "
                    "output; hover a cell for its five most likely tokens.")
@@ -254,9 +255,9 @@ def target_section(lm: Any, page_run: PageRun) -> None:
         series = [f"{labels[p]} → {name}" for p, name in zip(positions, names, strict=True)]
         row_labels = [row.label for row in rows]
         key = (page_run.key, "trajectory", tuple(rows), tuple(positions), tuple(targets))
-        st.plotly_chart(memo_figure(key, lambda: trajectory_chart(row_labels, probs, ranks,
-                                                                  series), "layers"),
-                        key="layers_target_fig")
+        show_chart(memo_figure(key, lambda: trajectory_chart(row_labels, probs, ranks,
+                                                             series), "layers"),
+                   key="layers_target_fig", csv=False)
         st.caption("Where in the network the target becomes likely: its probability and "
                    "rank when the stream at each row is read through the final norm and "
                    "unembedding.")
@@ -292,9 +293,9 @@ def contributions_view(lm: Any, page_run: PageRun, positions: list[int], targets
     token = token_texts(lm.tokenizer, torch.tensor([target]))[0]
     title = f"Direct contributions to the logit of “{token}” after {labels[position]}"
     key = (page_run.key, "contributions", position, target, how)
-    st.plotly_chart(memo_figure(key, lambda: contributions_chart(
+    show_chart(memo_figure(key, lambda: contributions_chart(
         parts.labels, parts.values, parts.constant, parts.logit, how, title), "layers"),
-        key="layers_contrib_fig")
+        key="layers_contrib_fig", csv=False)
     order = torch.argsort(parts.values.abs(), descending=True)[:3].tolist()
     biggest = ", ".join(f"{escape_markdown(parts.labels[i])} ({float(parts.values[i]):+.2f})"
                         for i in order)
@@ -326,15 +327,15 @@ def residual_section(lm: Any, page_run: PageRun) -> None:
                                     "visible.")
         values = norms.resid.clamp_min(1e-6).log10() if log_colour else norms.resid
         key = (page_run.key, "norms", stream_name, log_colour)
-        st.plotly_chart(memo_figure(key, lambda: value_heatmap(
+        show_chart(memo_figure(key, lambda: value_heatmap(
             values, rows, labels, "Residual stream norm at every layer and position",
-            "log10 ‖x‖" if log_colour else "‖x‖"), "layers"), key="layers_norms_fig")
+            "log10 ‖x‖" if log_colour else "‖x‖"), "layers"), key="layers_norms_fig", csv=False)
         written = {f"{name} (mean)": v.mean(-1) for name, v in norms.written.items()}
         written |= {f"{name} (max)": v.max(-1).values for name, v in norms.written.items()}
         layers = [f"L{layer}" for layer in range(stream.n_layers)]
-        st.plotly_chart(memo_figure((page_run.key, "written", stream_name), lambda: lines_chart(
+        show_chart(memo_figure((page_run.key, "written", stream_name), lambda: lines_chart(
             layers, written, "What each sub-layer adds: norm of its output", "‖output‖",
-            log_y=True), "layers"), key="layers_written_fig")
+            log_y=True), "layers"), key="layers_written_fig", csv=False)
         st.caption("Norms over the positions of the prompt: the mean, and the largest (often "
                    "the first token, where models park attention they do not need).")
         csv_button("Download the norms (CSV)", lambda: _norms_frame(norms, rows, labels),
@@ -366,13 +367,13 @@ def geometry_section(lm: Any, page_run: PageRun) -> None:
         names = [row.label for row in options]
         norms = stream_norms(run, stream_name)
         steps = [f"{a}→{b}" for a, b in pairwise(names)]
-        st.plotly_chart(memo_figure((page_run.key, "consecutive", stream_name), lambda:
-                                    value_heatmap(norms.cosine, steps, labels,
-                                                  "How much each block turns each token",
-                                                  "cosine", "RdBu", zrange=(-1, 1),
-                                                  note="cosine similarity of a token's vector "
-                                                       "before and after the block"),
-                                    "layers"), key="layers_consecutive_fig")
+        show_chart(memo_figure((page_run.key, "consecutive", stream_name), lambda:
+                               value_heatmap(norms.cosine, steps, labels,
+                                             "How much each block turns each token",
+                                             "cosine", "RdBu", zrange=(-1, 1),
+                                             note="cosine similarity of a token's vector "
+                                                  "before and after the block"),
+                               "layers"), key="layers_consecutive_fig", csv=False)
         csv_button("Download the block-to-block cosines (CSV)", lambda: pd.DataFrame.from_records(
             [{"step": step, "position": p, "token": labels[p],
               "cosine": float(norms.cosine[i, p])}
@@ -383,12 +384,12 @@ def geometry_section(lm: Any, page_run: PageRun) -> None:
         left, right = st.columns(2, gap="large")
         with left:
             matrix = cosine_matrix(run, stream_name, row)
-            st.plotly_chart(memo_figure((page_run.key, "cosine", stream_name, row), lambda:
-                                        value_heatmap(matrix, labels, labels,
-                                                      f"Token × token cosine · {choice}",
-                                                      "cosine", "RdBu", zrange=(-1, 1),
-                                                      square=True),
-                                        "layers"), key="layers_cosine_fig")
+            show_chart(memo_figure((page_run.key, "cosine", stream_name, row), lambda:
+                                   value_heatmap(matrix, labels, labels,
+                                                 f"Token × token cosine · {choice}",
+                                                 "cosine", "RdBu", zrange=(-1, 1),
+                                                 square=True),
+                                   "layers"), key="layers_cosine_fig", csv=False)
         with right:
             skip = st.toggle("Leave out the first token", value=len(labels) > 3,
                              **in_url("layers_pca_skip"),
@@ -398,15 +399,15 @@ def geometry_section(lm: Any, page_run: PageRun) -> None:
             shown = labels[1:] if skip and len(labels) > 1 else labels
             layer_index = names.index(choice)
             limit = float(pca.coords.abs().max()) * 1.1 or 1.0
-            st.plotly_chart(memo_figure((page_run.key, "pca", stream_name, skip, choice),
-                                        lambda: pca_scatter(
-                                            pca.coords[layer_index], shown,
-                                            pca.explained[layer_index],
-                                            f"Tokens on two principal axes · {choice}",
-                                            (-limit, limit),
-                                            positions=range(len(labels) - len(shown),
-                                                            len(labels))), "layers"),
-                            key="layers_pca_fig")
+            show_chart(memo_figure((page_run.key, "pca", stream_name, skip, choice),
+                                   lambda: pca_scatter(
+                                       pca.coords[layer_index], shown,
+                                       pca.explained[layer_index],
+                                       f"Tokens on two principal axes · {choice}",
+                                       (-limit, limit),
+                                       positions=range(len(labels) - len(shown),
+                                                       len(labels))), "layers"),
+                       key="layers_pca_fig", csv=False)
             st.caption("Axes are the same for every layer (the largest spread of any "
                        "layer) and each layer's axes are turned to match the previous "
                        "layer's, so moving the slider moves the points, not the axes.")

@@ -32,6 +32,7 @@ from explorer.analysis.positional import (
 )
 from explorer.nn.position_probe import LayerQK, layer_qk, probe_forward, self_attention_stack
 from explorer.ui.downloads import spreadsheet_safe
+from explorer.ui.export import show_chart
 from explorer.ui.resources import model_label
 from explorer.ui.runs import shared_run
 from explorer.ui.widgets import chips_for, tokenize
@@ -171,6 +172,6 @@ def matrix_csv(matrix: Any, row_name: str, col_name: str, value_name: str,
 
 def chart_with_csv(figure: Any, csv: Callable[[], bytes], file_name: str, key: str) -> None:
     """A plotly chart and, under it, the download of its numbers (built only on click)."""
-    st.plotly_chart(figure, key=f"{key}_fig")
+    show_chart(figure, key=f"{key}_fig", csv=False)
     st.download_button("CSV", data=csv, file_name=file_name, mime="text/csv",
                        on_click="ignore", icon=":material/download:", key=f"{key}_csv")

@@ -89,7 +89,7 @@ def test_the_top_lens_row_is_the_models_prediction(app) -> None:
     sizes = [len(json.dumps(f)) for f in figures(at)]
     assert max(sizes) < MAX_FIGURE_BYTES
     assert set(at.session_state["layers_ms"]) == {"lens", "target", "residual", "geometry"}
-    assert len(at.get("download_button")) == 6  # one CSV per chart (norms share one)
+    assert len(at.main.get("download_button")) == 6  # one CSV per chart (norms share one)
 
 
 @pytest.mark.slow

@@ -49,7 +49,7 @@ def titles(at) -> list[str]:
 
 
 def downloads(at) -> int:
-    return len(at.get("download_button"))
+    return len(at.main.get("download_button"))  # the sidebar has the share panel's
 
 
 def tiny_model_in_store(at, **config):

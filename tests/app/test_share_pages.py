@@ -91,3 +91,27 @@ def test_generate_link_replays_the_generation(app) -> None:
     with model_in_store(again, "tiny-share", TINY):
         second = open_with(again, "app_pages/generate.py", params).session_state["generate"]
         assert list(second["record"].token_ids) == tokens  # same link, same sample
+
+
+def test_report_and_analysis_of_the_page_on_screen(app) -> None:
+    from explorer.export import load_run, run_arrays, save_run
+    from explorer.ui.export import REPORT, _meta, _report
+    from explorer.ui.runs import run_store
+
+    with model_in_store(app, "tiny-share", TINY):
+        at = open_with(app, "app_pages/attention.py", {"attn_layer": "1", "attn_head": "2"})
+        store = at.session_state[REPORT]
+        assert store["page"] == "Attention" and store["settings"]["attn_layer"] == 1
+        assert {"attn_head_map", "attn_head_fig", "attn_agg_fig"} <= set(store["figures"])
+        report = _report(store, {})().decode()
+        assert "Layer 1 · head 2" in report and "tiny-share" in report
+        assert at.sidebar.expander[-1].label == "Share and export"
+        labels = [b.label for b in at.sidebar.get("download_button")]
+        assert labels == ["This page as HTML", "Download this analysis (NPZ)"]
+        key = next(k for k in run_store().keys()  # noqa: SIM118 (an LRUMemo)
+                   if k[1] == PROMPT and "tiny-share" in k[0])
+        page_run = run_store().get(key, lambda: None)
+        lm = type("Lm", (), {"name": "tiny-share", "config": TINY, "dtype": "float32"})
+        saved = load_run(save_run(None, run_arrays(page_run.run), _meta(store, lm, {})))
+        assert saved.settings["attn_head"] == 2 and saved.prompt == PROMPT
+        assert saved.residual().shape == (TINY.n_layers + 1, 10, TINY.d_model)
