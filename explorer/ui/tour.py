@@ -159,11 +159,12 @@ def _default_position(lm: Any, labels: list[str], ids: list[int], decoder: bool)
     mask_id = getattr(lm.tokenizer, "mask_token_id", None)
     if not decoder and lm.config.kind == "encoder" and mask_id in ids:
         return ids.index(mask_id)
-    special = set(getattr(lm.tokenizer, "all_special_ids", ()))
-    real = [i for i, t in enumerate(ids) if t not in special]
     if lm.config.kind == "decoder" or decoder:
         return len(labels) - 1
-    return real[-1] if real else len(labels) - 1
+    special = set(getattr(lm.tokenizer, "all_special_ids", ()))
+    real = [i for i, t in enumerate(ids) if t not in special]
+    words = [i for i in real if any(c.isalnum() for c in labels[i].partition(": ")[2])]
+    return (words or real or [len(labels) - 1])[-1]
 
 
 def token_picker(lm: Any, page_run: PageRun, sequence: str, key: str, label: str,

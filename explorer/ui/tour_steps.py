@@ -69,6 +69,12 @@ def shape(ctx: TourContext, letters: str) -> str:
 # --------------------------------------------------------------------------- 1-3
 
 
+def same_texts(ctx: TourContext) -> bool:
+    """Whether T5's decoder reads the same tokens as its encoder."""
+    ids = [ctx.run.streams[s].tokens.ids for s in ("encoder", "decoder")]
+    return ids[0].shape == ids[1].shape and bool((ids[0] == ids[1]).all())
+
+
 def tokens_step(ctx: TourContext) -> None:
     cfg, run = ctx.cfg, ctx.run
     st.markdown(
@@ -77,8 +83,9 @@ def tokens_step(ctx: TourContext) -> None:
         f"its *id*. Your prompt is **{ctx.n()} tokens**."
         + (" Special tokens the tokenizer adds (marked) tell the model where a text starts "
            "or ends." if bool(run.streams[ctx.first_stream].tokens.special.any()) else "")
-        + (" T5 reads two texts: the encoder reads the prompt, the decoder the decoder text "
-           "(here the same words), and each is tokenized." if ctx.two_stacks else ""))
+        + (" T5 reads two texts, each tokenized: the encoder reads the prompt, the decoder "
+           "the decoder text" + (" (here the prompt again)." if same_texts(ctx) else ".")
+           if ctx.two_stacks else ""))
     st.latex(r"\text{text} \;\longrightarrow\; (t_1, \dots, t_N), \qquad "
              rf"t_i \in \{{0, \dots, {cfg.d_vocab - 1}\}}")
     shapes(f"ids {shape(ctx, 'N')}")

@@ -216,6 +216,15 @@ def probabilities_step(ctx: TourContext) -> None:
 
 def sampling_step(ctx: TourContext) -> None:
     out = ctx.output
+    st.markdown(
+        "To write text, the model draws the next token from these probabilities, appends it "
+        "and runs again. **Temperature** T divides the logits first: below 1 sharpens the "
+        "distribution, above 1 flattens it. **Top-k** keeps the k most likely tokens; "
+        "**top-p** keeps the smallest set of most likely tokens whose probability adds up to "
+        "p. What is left is renormalised and one token is drawn. Move the sliders.")
+    st.latex(r"p_i \propto \exp(z_i / T)\;\;\text{for } i \in \text{top-}k \cap "
+             r"\text{top-}p,\qquad \text{token} \sim p")
+    shapes(f"`[d_vocab={ctx.cfg.d_vocab}]` → one token id")
     cols = st.columns(4)
     temperature = cols[0].slider("Temperature", 0.1, 2.0, 1.0, 0.05, key="tour_temperature")
     top_k = cols[1].slider("Top-k (0: off)", 0, 100, 50, key="tour_top_k")
@@ -226,16 +235,9 @@ def sampling_step(ctx: TourContext) -> None:
     generator = torch.Generator().manual_seed(st.session_state.get(SAMPLE_SEED_KEY, 0))
     drawn = int(torch.multinomial(steps.after_top_p, 1, generator=generator))
     kept = int((steps.after_top_p > 0).sum())
-    st.markdown(
-        "To write text, the model draws the next token from these probabilities, then "
-        "appends it and runs again. **Temperature** T divides the logits first: below 1 "
-        "sharpens the distribution, above 1 flattens it. **Top-k** keeps the k most likely "
-        "tokens; **top-p** keeps the smallest set whose probability adds up to p. What is "
-        f"left is renormalised and one token drawn: here {kept:,} tokens remain, and the draw "
-        f"gave “{escape_markdown(_top_labels(ctx, torch.tensor([drawn]))[0])}”.")
-    st.latex(r"p_i \propto \exp(z_i / T)\;\;\text{for } i \in \text{top-}k \cap "
-             r"\text{top-}p,\qquad \text{token} \sim p")
-    shapes(f"`[d_vocab={ctx.cfg.d_vocab}]` → one token id")
+    token = escape_markdown(_top_labels(ctx, torch.tensor([drawn]))[0])
+    st.markdown(f"**{kept:,}** of {ctx.cfg.d_vocab:,} tokens remain; this draw gave "
+                f"**“{token}”** (p = {float(steps.after_top_p[drawn]):.3f}).")
     order = torch.unique(torch.cat([steps.tempered.topk(TOP).indices, torch.tensor([drawn])]))
     order = order[steps.tempered[order].argsort(descending=True)]
     show(token_bars(_top_labels(ctx, order),
@@ -243,6 +245,7 @@ def sampling_step(ctx: TourContext) -> None:
                      f"T = {temperature:g}": steps.tempered[order],
                      "after top-k and top-p": steps.after_top_p[order]},
                     "Probabilities before and after the sampling filters",
+                    note="The drawn token is highlighted.",
                     highlight=int((order == drawn).nonzero()[0, 0])), "sampling")
 
 

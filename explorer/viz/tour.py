@@ -88,9 +88,13 @@ def key_chart(keys: Sequence[str], series: Mapping[str, Any], title: str, note: 
     if query is not None and 0 <= query < len(labels):
         fig.add_vrect(x0=query - 0.5, x1=query + 0.5, line={"color": "black", "dash": "dot"},
                       fillcolor="rgba(0,0,0,0)")
-    fig.update_layout(barmode="group", showlegend=len(series) > 1)
-    fig.update_xaxes(type="category", tickangle=-45 if len(labels) > 8 else 0)
-    return _layout(fig, title, note, "key token", y_title)
+    tilted = len(labels) > 8
+    fig.update_xaxes(type="category", tickangle=-45 if tilted else 0)
+    fig = _layout(fig, title, note, "key token", y_title, height=HEIGHT + 40 * tilted)
+    # slanted labels take room below the axis: the legend goes further down
+    fig.update_layout(barmode="group", showlegend=len(series) > 1,
+                      legend={"orientation": "h", "y": -0.5 if tilted else -0.3})
+    return fig
 
 
 def activation_chart(function: Callable[[np.ndarray], np.ndarray], pre: Any, name: str,
