@@ -174,11 +174,11 @@ def head_explorer(page_run: PageRun) -> None:
                        f"half the identity{note}. Special tokens are kept.")
             show_chart(ui.heatmap_of(rollout.values[layer], block_labels, block_labels,
                                   f"Rollout through layer {layer}", scale,
-                                  "attn_rollout", memo), key="attn_rollout_fig")
+                                  "attn_rollout", memo), key="attn_rollout_fig", slot="combine")
         else:
             show_chart(ui.heatmap_of(aggregate_heads(view.pattern, how), view.q_labels,
                                   view.k_labels, f"{AGGREGATIONS[how]} · layer {layer}",
-                                  scale, "attn_agg", memo), key="attn_agg_fig")
+                                  scale, "attn_agg", memo), key="attn_agg_fig", slot="combine")
             if how == "max":
                 st.caption("Max over heads: each cell is the largest weight any head put "
                            "there, so rows sum to more than 1.")

@@ -9,14 +9,17 @@
   (:func:`explorer.export.save_run`), with their sizes; both are built only when clicked
   (``st.download_button`` with a callable), so nothing blocks the page.
 
-A page calls :func:`begin_page` first (a new page drops the previous page's figures); the
-figures, the view's settings and its link are kept in ``st.session_state[REPORT]`` and
-updated by every chart drawn, fragments included, so a report is of the view on screen.
+A page calls :func:`begin_page` first: every full run of a page starts an empty collection
+(all its fragments run too and draw their charts again), and a fragment's rerun replaces
+the charts it draws. Charts that take each other's place in a fragment (the Attention
+page's aggregate or rollout) share a ``slot``, so the report holds the one on screen. The
+figures, the view's settings and its link are kept in ``st.session_state[REPORT]``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -52,10 +55,8 @@ def _file_name(name: str) -> str:
 
 
 def begin_page(title: str) -> None:
-    """Collect this page's figures for its report from now on."""
-    store = st.session_state.get(REPORT)
-    if store is None or store.get("page") != title:
-        st.session_state[REPORT] = {"page": title, "figures": {}, "settings": {}, "link": ""}
+    """Collect the figures of this run of the page for its report."""
+    st.session_state[REPORT] = {"page": title, "figures": {}, "settings": {}, "link": ""}
 
 
 def remember(key: str, caption: str, figure: Any) -> None:
@@ -84,10 +85,11 @@ def _title(figure: Any) -> str:
     return str(label_text(text or ""))
 
 
-def show_chart(figure: Any, *, key: str, csv: bool = True, **kwargs: Any) -> Any:
-    """``st.plotly_chart`` with a readable toolbar PNG, kept for the report; ``csv`` adds
-    a download of the numbers it draws (built on click)."""
-    remember(key, _title(figure), figure)
+def show_chart(figure: Any, *, key: str, csv: bool = True, slot: str | None = None,
+               **kwargs: Any) -> Any:
+    """``st.plotly_chart`` with a readable toolbar PNG, kept for the report (under ``slot``,
+    default ``key``); ``csv`` adds a download of the numbers it draws (built on click)."""
+    remember(slot or key, _title(figure), figure)
     result = st.plotly_chart(figure, key=key, config=chart_config(key), **kwargs)
     if csv:
         csv_button("CSV", lambda: figure_frame(figure), f"{_file_name(key)}.csv",
@@ -123,7 +125,9 @@ def _report(store: dict, extra: dict[str, Any]) -> Callable[[], bytes]:
     def build() -> bytes:  # runs when clicked, outside the script: no st.* here
         settings = dict(store["settings"])
         header = {"page": store["page"], "model": settings.pop("model", ""),
-                  "prompt": settings.pop("prompt", ""), **extra, "settings": settings}
+                  "prompt": settings.pop("prompt", ""), **extra,
+                  "settings": "\n".join(f"{name} = {json.dumps(value, ensure_ascii=False)}"
+                                        for name, value in settings.items())}
         if store.get("link"):
             header["link"] = store["link"]
         figures = list(store["figures"].values())

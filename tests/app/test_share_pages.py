@@ -102,9 +102,10 @@ def test_report_and_analysis_of_the_page_on_screen(app) -> None:
         at = open_with(app, "app_pages/attention.py", {"attn_layer": "1", "attn_head": "2"})
         store = at.session_state[REPORT]
         assert store["page"] == "Attention" and store["settings"]["attn_layer"] == 1
-        assert {"attn_head_map", "attn_head_fig", "attn_agg_fig"} <= set(store["figures"])
+        assert {"attn_head_map", "attn_head_fig", "combine"} <= set(store["figures"])
         report = _report(store, {})().decode()
         assert "Layer 1 · head 2" in report and "tiny-share" in report
+        assert "attn_layer = 1" in report
         assert at.sidebar.expander[-1].label == "Share and export"
         labels = [b.label for b in at.sidebar.get("download_button")]
         assert labels == ["This page as HTML", "Download this analysis (NPZ)"]
