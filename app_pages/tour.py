@@ -6,6 +6,7 @@ import streamlit as st
 
 from explorer.ui import page_header, require_model
 from explorer.ui import tour as ui
+from explorer.ui.export import begin_page, share_panel
 from explorer.ui.runs import prompt_inputs, run_or_stop
 
 page_header(
@@ -16,8 +17,10 @@ page_header(
     "it; pick a token and a head to follow, then press **Next**.",
 )
 lm = require_model()
+begin_page("Guided tour")
 text, target_text = prompt_inputs(lm, "tour", "tour_decoder_text", "tour")
 page_run = run_or_stop(lm, text, target_text)
+share_panel(lm, page_run)
 ctx = ui.focus_controls(lm, page_run)
 
 steps = ui.steps_for(lm.config)

@@ -16,6 +16,7 @@ import streamlit as st
 import torch
 
 from explorer.nn.mlp import ACTIVATIONS
+from explorer.ui.export import show_chart
 from explorer.ui.tour import Step, TourContext
 from explorer.ui.widgets import chips_for, escape_markdown, render_token_chips
 from explorer.viz.positional import value_heatmap
@@ -34,7 +35,8 @@ MAX_HEATMAP_DIMS = 64
 
 
 def show(fig: Any, key: str) -> None:
-    st.plotly_chart(fig, key=f"tour_{key}", config={"displayModeBar": False})
+    """A step's chart (its toolbar saves a PNG; kept for the page's report)."""
+    show_chart(fig, key=f"tour_{key}", csv=False)
 
 
 def shapes(text: str) -> None:
