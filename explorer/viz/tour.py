@@ -63,6 +63,18 @@ def vector_chart(series: Mapping[str, Any], title: str, note: str = "",
     return _layout(fig, title, note, x_title, y_title)
 
 
+def _runs(flags: Sequence[bool]) -> list[tuple[int, int]]:
+    """[start, stop) of each run of True in ``flags``."""
+    runs, start = [], None
+    for i, flag in enumerate([*flags, False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
+
+
 def key_chart(keys: Sequence[str], series: Mapping[str, Any], title: str, note: str = "",
               y_title: str = "value", blocked: Sequence[bool] | None = None,
               query: int | None = None) -> go.Figure:
@@ -78,13 +90,11 @@ def key_chart(keys: Sequence[str], series: Mapping[str, Any], title: str, note: 
         label = escape_for_plotly(name)
         fig.add_trace(go.Bar(x=labels, y=ys, name=label, marker_color=PALETTE[i % len(PALETTE)],
                              hovertemplate=f"{label}<br>%{{x}}: %{{y:.4g}}<extra></extra>"))
-    if blocked is not None:
-        for j, masked in enumerate(blocked):
-            if masked:
-                fig.add_vrect(x0=j - 0.5, x1=j + 0.5, fillcolor="lightgrey", opacity=0.5,
-                              line_width=0, layer="below")
-                fig.add_annotation(x=labels[j], y=0, text="✕", showarrow=False,
-                                   font={"color": "grey"}, yshift=8)
+    for start, stop in _runs(blocked or []):  # one grey band per run of masked keys
+        fig.add_vrect(x0=start - 0.5, x1=stop - 0.5, fillcolor="lightgrey", opacity=0.5,
+                      line_width=0, layer="below")
+        fig.add_annotation(x=(start + stop - 1) / 2, y=0, text="masked" if stop - start > 2
+                           else "✕", showarrow=False, font={"color": "grey"}, yshift=10)
     if query is not None and 0 <= query < len(labels):
         fig.add_vrect(x0=query - 0.5, x1=query + 0.5, line={"color": "black", "dash": "dot"},
                       fillcolor="rgba(0,0,0,0)")

@@ -39,8 +39,11 @@ def test_key_chart_marks_masked_keys_and_escapes_labels() -> None:
                            "2: cat"]
     assert np.isnan(bar.y[1])  # -inf is not drawn
     grey = [s for s in fig.layout.shapes if s.fillcolor == "lightgrey"]
-    assert [(s.x0, s.x1) for s in grey] == [(0.5, 1.5), (1.5, 2.5)]
-    assert len(fig.layout.annotations) == 2
+    assert [(s.x0, s.x1) for s in grey] == [(0.5, 2.5)]  # one band for the run of two
+    assert [a.text for a in fig.layout.annotations] == ["✕"]
+    many = key_chart([str(i) for i in range(600)], {"w": np.ones(600)}, "t",
+                     blocked=[i > 10 for i in range(600)])
+    assert len(many.layout.shapes) == 1 and many.layout.annotations[0].text == "masked"
     with pytest.raises(ValueError, match="values for 3 keys"):
         key_chart(keys, {"score": [1.0]}, "t")
 
