@@ -2,8 +2,9 @@
 the URL (``?step=N``), Back/Next, the token and head the tour follows, and the traces of
 `explorer.runs.tour` each step reads (memoised in the prompt's shared run).
 
-The step texts and charts live in `explorer.ui.tour_steps` (text to one block) and
-`explorer.ui.tour_steps_out` (every block to the output).
+The step texts and charts live in `explorer.ui.tour_steps` (tokens, embeddings, norms,
+residual adds, feed-forward), `explorer.ui.tour_steps_attention` (inside attention) and
+`explorer.ui.tour_steps_out` (every block, T5's decoder, the output and sampling).
 """
 
 from __future__ import annotations

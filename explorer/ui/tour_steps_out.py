@@ -16,7 +16,8 @@ from explorer.runs import stream_norms
 from explorer.runs.tour import trace_sampling
 from explorer.ui.layers import token_texts
 from explorer.ui.tour import Step, TourContext
-from explorer.ui.tour_steps import mask_text, shape, shapes, show, you
+from explorer.ui.tour_steps import shape, shapes, show, you
+from explorer.ui.tour_steps_attention import mask_text
 from explorer.ui.widgets import escape_markdown
 from explorer.viz.tour import key_chart, layer_strip, token_bars, vector_chart
 
