@@ -237,7 +237,7 @@ if start:
             notices.error(f"The generation failed ({type(exc).__name__}).")
 
 record: GenerationRecord | None = state.get("record")
-share_panel(lm, record=record, extra={"generation": {"temperature": temperature, "seed": seed}})
+share_panel(lm, record=record)
 set_flag(REPLAY, record is not None and mode == "Prompt" and state.get("settings") == settings)
 if record is None or not len(record):
     st.caption("Press **Generate** to start.")

@@ -12,8 +12,9 @@ The file is a plain NumPy ``.npz`` (a zip of ``.npy`` arrays, no pickled objects
   sub-layer added ``[L, N, D]`` (``stream.{name}.tokens`` names the token sequence);
 - ``scores.{stack}.{score}``: every head score ``[L, H]`` (Clark et al. 2019, Olsson et al.
   2022); ``lens.{stream}.{top_ids,top_probs}`` ``[R, C, k]``, ``lens.{stream}.{entropy,kl}``
-  ``[R, C]``, ``lens.{stream}.rows`` (row labels ``[R]``) and ``.positions`` ``[C]``: the
-  logit lens (nostalgebraist 2020) at every block over the last :data:`LENS_POSITIONS`
+  ``[R, C]``, ``lens.{stream}.rows`` (row labels ``[R]``), ``.positions`` ``[C]`` and,
+  when saved with the tokenizer, ``.top_tokens`` ``[R, C, k]`` (the top tokens as text):
+  the logit lens (nostalgebraist 2020) at every block over the last :data:`LENS_POSITIONS`
   positions;
 - ``generation.*``: a generation's steps (``token_ids``, ``tokens``, ``probs``,
   ``entropies`` ``[T]``, ``top_ids``/``top_probs`` ``[T, k]``, ``prompt_ids``).
@@ -33,7 +34,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -123,12 +124,16 @@ def _text_array(texts: list[str]) -> np.ndarray:
 
 
 def run_arrays(run: Any, residuals: bool = True, scores: bool = True,
-               lens_positions: int = LENS_POSITIONS, k: int = LENS_K) -> dict[str, np.ndarray]:
+               lens_positions: int = LENS_POSITIONS, k: int = LENS_K,
+               token_text: Callable[[torch.Tensor], np.ndarray] | None = None
+               ) -> dict[str, np.ndarray]:
     """The small arrays of a :class:`~explorer.runs.PromptRun`, named as the module says.
 
     ``residuals`` False leaves out the residual streams (most of the bytes); ``scores`` False
     the head scores (they need every layer's pattern once). The lens covers every block and
-    the last ``lens_positions`` positions (0: no lens).
+    the last ``lens_positions`` positions (0: no lens); ``token_text`` (ids -> texts of the
+    same shape, from the tokenizer) adds ``lens.{stream}.top_tokens``, so the file can be
+    read without the tokenizer.
     """
     from explorer.runs import lens, lens_stream
 
@@ -156,6 +161,10 @@ def run_arrays(run: Any, residuals: bool = True, scores: bool = True,
         summary = lens(run, rows, positions, k)
         prefix = f"lens.{stream.name}."
         arrays[prefix + "top_ids"] = _numpy(summary.top_ids).astype(np.int64)
+        if token_text is not None:
+            arrays[prefix + "top_tokens"] = _text_array(
+                list(np.asarray(token_text(summary.top_ids)).ravel())
+            ).reshape(tuple(summary.top_ids.shape))
         arrays[prefix + "top_probs"] = _numpy(summary.top_probs).astype(np.float32)
         arrays[prefix + "entropy"] = _numpy(summary.entropy).astype(np.float32)
         if summary.kl is not None:

@@ -7,7 +7,8 @@
 - :func:`share_panel` (in the sidebar) offers this page as one self-contained HTML report
   (:func:`explorer.export.html_report`) and the run as an NPZ file
   (:func:`explorer.export.save_run`), with their sizes; both are built only when clicked
-  (``st.download_button`` with a callable), so nothing blocks the page.
+  (``st.download_button`` with a callable), so nothing blocks the page. It also opens a
+  saved run without its model (:mod:`explorer.ui.saved_run_view`).
 
 A page calls :func:`begin_page` first: every full run of a page starts an empty collection
 (all its fragments run too and draw their charts again), and a fragment's rerun replaces
@@ -33,6 +34,7 @@ from explorer.export.report import plotly_js
 from explorer.export.saved_run import run_nbytes
 from explorer.export.tables import figure_frame, label_text, vega_frame
 from explorer.ui.downloads import csv_button
+from explorer.ui.saved_run_view import upload_box
 from explorer.ui.url_state import view_settings
 
 log = logging.getLogger(__name__)
@@ -154,7 +156,8 @@ def share_panel(lm: Any, page_run: Any = None, record: Any = None,
     if store is None:
         return
     extra = extra or {}
-    with st.sidebar.expander("Share and export", icon=":material/ios_share:"):
+    opened = st.session_state.get("export_upload") is not None  # keep an upload's answer shown
+    with st.sidebar.expander("Share and export", expanded=opened, icon=":material/ios_share:"):
         st.caption("The address bar's link reopens this view: the page and every choice "
                    "on it are in the URL.")
         report_size = len(plotly_js()) + 200_000
@@ -165,29 +168,38 @@ def share_panel(lm: Any, page_run: Any = None, record: Any = None,
                            help="Every chart of this page in one file that opens offline.")
         st.caption(f"About {size_text(report_size)}: plotly.js is inside, so it opens "
                    "without a network.")
-        if page_run is None and record is None:
-            return
-        residuals = True
+        if page_run is not None or record is not None:
+            _analysis_button(lm, store, page_run, record, extra)
+        upload_box()
+
+
+def _analysis_button(lm: Any, store: dict, page_run: Any, record: Any,
+                     extra: dict[str, Any]) -> None:
+    """The "Download this analysis" button: the run's arrays and the generation's steps as NPZ."""
+    residuals = True
+    if page_run is not None:
+        full = run_nbytes(page_run.run)
+        residuals = st.toggle(f"Include the residual streams ({size_text(full)})",
+                              value=full <= LARGE_BYTES * 20, key="export_residuals")
+
+    def analysis() -> bytes:  # runs when clicked, outside the script: no st.* here
+        from explorer.ui.layers import token_texts
+
+        arrays = {}
         if page_run is not None:
-            full = run_nbytes(page_run.run)
-            residuals = st.toggle(f"Include the residual streams ({size_text(full)})",
-                                  value=full <= LARGE_BYTES * 20, key="export_residuals")
+            arrays |= run_arrays(page_run.run, residuals=residuals,
+                                 token_text=lambda ids: token_texts(lm.tokenizer, ids))
+        if record is not None and len(record):
+            arrays |= generation_arrays(record)
+        return save_run(None, arrays, _meta(store, lm, extra))
 
-        def analysis() -> bytes:  # runs when clicked
-            arrays = {}
-            if page_run is not None:
-                arrays |= run_arrays(page_run.run, residuals=residuals)
-            if record is not None and len(record):
-                arrays |= generation_arrays(record)
-            return save_run(None, arrays, _meta(store, lm, extra))
-
-        size = (run_nbytes(page_run.run, residuals) if page_run is not None else 0)
-        st.download_button("Download this analysis (NPZ)", data=analysis,
-                           file_name=f"{_file_name(store['page'].lower())}_run.npz",
-                           mime="application/octet-stream", on_click="ignore",
-                           icon=":material/download:", key="export_npz", width="stretch",
-                           help="Tokens, residual streams, head scores, logit-lens top-5 "
-                                "and generated steps, with the model, prompt and settings "
-                                "(read back with explorer.load_run).")
-        if size > LARGE_BYTES:
-            st.caption(f"About {size_text(size)}; built when you click.")
+    size = run_nbytes(page_run.run, residuals) if page_run is not None else 0
+    st.download_button("Download this analysis (NPZ)", data=analysis,
+                       file_name=f"{_file_name(store['page'].lower())}_run.npz",
+                       mime="application/octet-stream", on_click="ignore",
+                       icon=":material/download:", key="export_npz", width="stretch",
+                       help="Tokens, residual streams, head scores, logit-lens top-5 and "
+                            "generated steps, with the model, prompt and settings (read "
+                            "back with explorer.load_run, or opened below).")
+    if size > LARGE_BYTES:
+        st.caption(f"About {size_text(size)}; built when you click.")

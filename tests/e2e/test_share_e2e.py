@@ -69,6 +69,26 @@ def test_attention_link_report_and_analysis(app_server, page, browser, tmp_path,
     assert saved.scores("self")["induction"].shape == (30, 9)
     assert len(saved.tokens()[0]) > 10
 
+    assert saved.lens("main")["top_tokens"].shape[-1] == 5
+
+    # a saved run opens without its model; a file that is not one says so
+    upload = sidebar.locator('[data-testid="stFileUploaderDropzoneInput"]')
+    bad = tmp_path / "bad.npz"
+    bad.write_text("<script>alert(1)</script>")
+    upload.set_input_files(bad)
+    page.wait_for_timeout(1_000)
+    wait_idle(page)
+    assert "not a saved run" in sidebar.locator('[data-testid="stAlert"]').last.inner_text()
+    upload.set_input_files(npz_path)
+    page.wait_for_timeout(1_000)
+    wait_idle(page)
+    sidebar.get_by_role("button", name="Show the saved run").click()
+    dialog = page.get_by_role("dialog")
+    dialog.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    assert dialog.locator('[data-testid="stVegaLiteChart"]').count() == 1  # head scores
+    assert dialog.locator(".js-plotly-plot").count() == 2  # lens and residual norms
+    page.screenshot(path=str(screenshot_dir / "share-saved-run.png"), full_page=True)
+
     drawn = open_offline(browser, html_path, screenshot_dir)
     assert drawn >= 6  # head map, heatmap, lines, bars, small multiples, rollout
 

@@ -41,7 +41,8 @@ def meta() -> dict:
 
 
 def test_round_trip_keeps_every_array_and_the_metadata(run, tmp_path) -> None:
-    arrays = run_arrays(run, lens_positions=4, k=3)
+    arrays = run_arrays(run, lens_positions=4, k=3,
+                        token_text=lambda ids: np.vectorize(lambda i: f"t{i}")(ids.numpy()))
     path = tmp_path / "run.npz"
     save_run(path, arrays, meta())
     saved = explorer.load_run(path)
@@ -63,6 +64,7 @@ def test_round_trip_keeps_every_array_and_the_metadata(run, tmp_path) -> None:
     np.testing.assert_array_equal(got["top_ids"], expected.top_ids.numpy())
     np.testing.assert_allclose(got["top_probs"], expected.top_probs.numpy())
     assert got["rows"].tolist() == ["embeddings", "L0", "L1", "L2"]
+    assert got["top_tokens"][2, 1, 0] == f"t{got['top_ids'][2, 1, 0]}"
     assert got["positions"].tolist() == [6, 7, 8, 9] and got["top_ids"].shape == (4, 4, 3)
     assert saved.meta["arrays"]["stream.main.boundaries"]["shape"] == [4, 10, 16]
     # the file is plain NumPy: readable with np.load alone, no pickles
@@ -149,3 +151,18 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
+
+
+def test_a_saved_run_draws_without_its_model(run) -> None:
+    from explorer.ui.saved_run_view import lens_figure, norms_figure
+
+    arrays = run_arrays(run, lens_positions=4, k=2,
+                        token_text=lambda ids: np.vectorize(lambda i: f"<t{i}>")(ids.numpy()))
+    saved = load_run(save_run(None, arrays, meta()))
+    lens_fig = lens_figure(saved, "main", saved.lens("main"))
+    assert lens_fig.layout.title.text.startswith("Saved logit lens")
+    text = json.dumps(lens_fig.to_plotly_json(), default=str)
+    assert "<t" not in text and "&lt;t" in text  # token texts from the file are escaped
+    norms = norms_figure(saved, "main")
+    expected = np.log10(np.linalg.norm(run.streams["main"].boundaries.numpy(), axis=-1))
+    np.testing.assert_allclose(np.asarray(norms.data[0].z, dtype=float), expected, rtol=1e-5)
