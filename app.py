@@ -36,7 +36,14 @@ PAGES: dict[str, list[st.Page]] = {
     ],
     "Interventions": [st.Page("app_pages/interventions.py", title="Interventions",
                               icon=":material/science:", url_path="interventions")],
-    # "Lab": [...]
+    "Learn": [st.Page("app_pages/tour.py", title="Guided tour", icon=":material/school:",
+                      url_path="tour"),
+              st.Page("app_pages/lab_attention.py", title="Attention lab",
+                      icon=":material/calculate:", url_path="lab-attention"),
+              st.Page("app_pages/lab_architecture.py", title="Architecture lab",
+                      icon=":material/build:", url_path="lab-architecture"),
+              st.Page("app_pages/lab_cost.py", title="Cost calculator",
+                      icon=":material/speed:", url_path="lab-cost")],
 }
 
 st.set_page_config(
