@@ -21,6 +21,7 @@ begin_page("Guided tour")
 text, target_text = prompt_inputs(lm, "tour", "tour_decoder_text", "tour")
 page_run = run_or_stop(lm, text, target_text)
 share_panel(lm, page_run)
+ui.mask_hint(lm, page_run)
 ctx = ui.focus_controls(lm, page_run)
 
 steps = ui.steps_for(lm.config)

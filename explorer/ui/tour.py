@@ -24,6 +24,7 @@ from explorer.runs.tour import (
     trace_stack,
 )
 from explorer.ui.runs import PageRun
+from explorer.ui.state import set_prompt
 
 STEP_PARAM = "step"
 POSITION_KEY, HEAD_KEY, SOURCE_KEY = "tour_position", "tour_head", "tour_source_position"
@@ -182,6 +183,27 @@ def token_picker(lm: Any, page_run: PageRun, sequence: str, key: str, label: str
         st.session_state[remembered] = page_run.key
     return column.selectbox(label, list(range(len(labels))), key=key,
                             format_func=lambda i: labels[i])
+
+
+def mask_hint(lm: Any, page_run: PageRun) -> None:
+    """For a masked-LM (BERT with its head) whose prompt has no mask token: say what the
+    model was trained for and offer an example with one."""
+    tokenizer = lm.tokenizer
+    mask_id = getattr(tokenizer, "mask_token_id", None)
+    if not lm.config.mlm_head or mask_id is None:
+        return
+    if mask_id in page_run.run.streams["main"].tokens.ids.tolist():
+        return
+    example = f"The capital of France is {tokenizer.mask_token}."
+
+    def use_example() -> None:
+        st.session_state["prompt_box_tour"] = example
+        set_prompt(example)
+
+    info, button = st.columns([4, 1])
+    info.info(f"BERT was trained to fill in hidden words: put {tokenizer.mask_token} in the "
+              "prompt and the tour follows it to the model's guess.")
+    button.button("Use an example", key="tour_mask_example", on_click=use_example)
 
 
 def focus_controls(lm: Any, page_run: PageRun) -> TourContext:

@@ -200,9 +200,13 @@ def probabilities_step(ctx: TourContext) -> None:
     probs = out.probs
     top = probs.topk(TOP)
     entropy = float(-(probs * probs.clamp_min(1e-30).log()).sum())
-    what = ("the model's guess for the token at this position (BERT was trained to fill in "
-            "[MASK]: put one in the prompt to see it guess a hidden word)"
-            if ctx.cfg.kind == "encoder" else "the model's distribution over the next token")
+    what = "the model's distribution over the next token"
+    if ctx.cfg.kind == "encoder":
+        mask_id = getattr(ctx.lm.tokenizer, "mask_token_id", None)
+        followed = int(ctx.run.streams["main"].tokens.ids[ctx.position])
+        what = ("BERT's guess for the **hidden word** under the mask" if followed == mask_id
+                else "BERT's guess for the word at this position (it can see that word, so "
+                "it mostly gives it back; a mask hides it)")
     st.markdown(
         f"The **softmax** turns the {ctx.cfg.d_vocab:,} logits into probabilities: "
         f"{what}. These are exactly the model's own output probabilities. The top {TOP} "

@@ -8,10 +8,11 @@ from __future__ import annotations
 import base64
 import json
 
+import app_helpers
 import numpy as np
 import pytest
 import torch
-from app_helpers import model_in_store
+from app_helpers import WordTokenizer, model_in_store
 
 from explorer.models.converters.bert import MLM_HEAD, bert_config
 from explorer.models.converters.gpt2 import gpt2_config
@@ -123,6 +124,35 @@ def test_probabilities_are_the_models_output_and_a_hostile_prompt_stays_text(app
             goto(at, step)
             text = " ".join(md.value for md in at.markdown)
             assert "<img" not in text
+
+
+class MaskTokenizer(WordTokenizer):
+    """The word tokenizer with BERT's [MASK] (id 3, the word "[MASK]")."""
+
+    mask_token, mask_token_id = "[MASK]", 3
+    all_special_ids = (0, 1, 3)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        ids = [3 if word.rstrip(".") == "[MASK]" else i
+               for word, i in zip(text.split(), super().encode(text, False), strict=True)]
+        return [1, *ids] if add_special_tokens else ids
+
+    def convert_ids_to_tokens(self, ids):
+        return ["[MASK]" if i == 3 else t for i, t in zip(ids, super().convert_ids_to_tokens(
+            ids), strict=True)]
+
+
+def test_bert_follows_its_mask_and_offers_an_example(app, monkeypatch) -> None:
+    monkeypatch.setattr(app_helpers, "WordTokenizer", MaskTokenizer)
+    with model_in_store(app, "tiny-bert-mlm", CONFIGS["bert"]()):
+        at = open_tour(app, prompt="the cat sat")
+        assert "fill in hidden words" in at.info[0].value
+        at.button(key="tour_mask_example").click().run()
+        assert at.session_state["prompt_box_tour"] == "The capital of France is [MASK]."
+        assert not at.info and at.selectbox(key="tour_position").value == 6  # [MASK]
+        goto(at, 14)
+        assert step_title(at) == "14. Probabilities"
+        assert "hidden word" in " ".join(m.value for m in at.markdown)
 
 
 @pytest.mark.slow
