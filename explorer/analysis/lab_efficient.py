@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -160,11 +161,26 @@ def counting_batch(cfg: ModelConfig, batch: int, generator: torch.Generator) -> 
     return (starts + torch.arange(cfg.n_ctx)) % cfg.d_vocab
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread for a while: a tiny model's many small matrix products are
+    fastest without thread hand-offs, and on a busy CPU threads that wait for each other
+    make them many times slower. Restores the previous count (process-wide)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def fine_tune(rank: int | None, which: Sequence[str] = ("q", "v"), steps: int = 150,
               lr: float = 1e-2, alpha: float = 16.0, seed: int = 0, cfg: ModelConfig = TOY,
-              on_step: Callable[[int, int, float], None] | None = None) -> FineTuneRun:
+              on_step: Callable[[int, int, float], None] | None = None,
+              budget_s: float | None = None) -> FineTuneRun:
     """Train a random ``cfg`` model to count: LoRA of ``rank`` on ``which`` (None: every
-    parameter, full fine-tuning). Same seed, same model, same batches either way."""
+    parameter, full fine-tuning). Same seed, same model, same batches either way. With
+    ``budget_s`` training stops early once that many seconds have passed."""
     torch.manual_seed(seed)
     model = build_model(cfg).train()
     if rank is not None:
@@ -184,5 +200,7 @@ def fine_tune(rank: int | None, which: Sequence[str] = ("q", "v"), steps: int = 
         losses.append(loss.item())
         if on_step is not None:
             on_step(step + 1, steps, losses[-1])
+        if budget_s is not None and time.perf_counter() - start > budget_s:
+            break
     return FineTuneRun(losses, sum(p.numel() for p in trainable),
                        sum(p.numel() for p in model.parameters()), time.perf_counter() - start)

@@ -22,6 +22,7 @@ from explorer.analysis.lab_efficient import (
     fine_tune,
     lab_moe,
     lora_count,
+    one_thread,
     own_embeddings,
     route_tokens,
 )
@@ -36,10 +37,11 @@ from explorer.viz.lab import residual_path_dot, tensor_heatmap
 from explorer.viz.positional import bar_chart, line_chart
 
 TIMING_LENGTHS = [64, 128, 256, 512, 1024, 2048, 4096]
-TIMING_BUDGET_S = 8.0  # measuring stops starting new lengths after this (under 10 s in all)
+TIMING_BUDGET_S = 6.0  # measuring stops starting new lengths after this (under 10 s in all)
 MOE_TOKENS = 48
 LORA_RANKS = [1, 2, 4, 8, 16, 32, 64]
 LORA_STEPS = 150
+LORA_BUDGET_S = 4.0  # per run: a busy server stops early rather than hold a visitor
 
 
 # --------------------------------------------------------------------------- FFN and norms
@@ -237,14 +239,22 @@ def lora_section(lm: Any) -> None:
         st.caption("Press **Fine-tune** to train both here and plot the loss.")
         return
     (lora_run, full_run), (run_which, run_rank) = runs
+    steps = max(len(lora_run.losses), len(full_run.losses))
+
+    def padded(losses: list[float]) -> list[float]:  # a run stopped early leaves a gap
+        return losses + [float("nan")] * (steps - len(losses))
+
     series = {f"LoRA r = {run_rank} on {', '.join(run_which)} "
-              f"({lora_run.trainable:,} trained)": lora_run.losses,
-              f"full fine-tuning ({full_run.trainable:,} trained)": full_run.losses}
-    st.plotly_chart(line_chart(list(range(1, len(lora_run.losses) + 1)), series,
+              f"({lora_run.trainable:,} trained)": padded(lora_run.losses),
+              f"full fine-tuning ({full_run.trainable:,} trained)": padded(full_run.losses)}
+    st.plotly_chart(line_chart(list(range(1, steps + 1)), series,
                                title="Training loss (cross-entropy of the next token)",
                                x_title="step", y_title="loss",
                                note=f"{lora_run.seconds + full_run.seconds:.1f} s on this "
-                                    "machine; same model, same batches"),
+                                    "machine; same model, same batches"
+                                    + ("" if len(lora_run.losses) == len(full_run.losses)
+                                       == LORA_STEPS else "; stopped early: the server is "
+                                       "busy")),
                     key="lab_lora_chart")
 
 
@@ -263,9 +273,11 @@ def run_fine_tuning(which: tuple[str, ...], rank: int) -> None:
         return on_step
 
     def train() -> Any:
-        with heavy_work("fine-tuning"):
-            return (fine_tune(rank, which, steps=steps, on_step=progress("LoRA", 0)),
-                    fine_tune(None, steps=steps, on_step=progress("full", steps)))
+        with heavy_work("fine-tuning"), one_thread():
+            return (fine_tune(rank, which, steps=steps, on_step=progress("LoRA", 0),
+                              budget_s=LORA_BUDGET_S),
+                    fine_tune(None, steps=steps, on_step=progress("full", steps),
+                              budget_s=LORA_BUDGET_S))
 
     runs = or_message(train)
     bar.empty()

@@ -12,6 +12,7 @@ from explorer.analysis.lab_efficient import (
     fine_tune,
     lab_moe,
     lora_count,
+    one_thread,
     route_tokens,
     switch_aux_loss,
 )
@@ -75,3 +76,11 @@ def test_lora_run_trains_only_the_adapters_and_lowers_the_loss() -> None:
     assert run.losses[-1] < 0.8 * run.losses[0]
     full = fine_tune(rank=None, steps=25)
     assert full.trainable == full.total and full.losses[0] == pytest.approx(run.losses[0])
+
+
+def test_a_time_budget_stops_training_and_one_thread_restores_the_count() -> None:
+    assert len(fine_tune(rank=2, steps=50, budget_s=0.0).losses) == 1
+    before = torch.get_num_threads()
+    with one_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
