@@ -171,7 +171,8 @@ def unembed_step(ctx: TourContext) -> None:
            f"d_vocab={cfg.d_vocab}]` → logits `[d_vocab={cfg.d_vocab}]`")
     top = out.logits.topk(TOP)
     show(token_bars(_top_labels(ctx, top.indices), {"logit": top.values},
-                    f"Highest logits at {ctx.label(ctx.last_stream)}", x_title="logit"),
+                    f"Highest logits at {ctx.label(ctx.last_stream)}", x_title="logit",
+                    value_format=".2f"),
          "logits")
 
 

@@ -184,15 +184,19 @@ def heads_heatmap(pattern: Any, keys: Sequence[str], title: str, head: int | Non
 
 
 def token_bars(tokens: Sequence[str], series: Mapping[str, Any], title: str, note: str = "",
-               x_title: str = "probability", highlight: int | None = None) -> go.Figure:
+               x_title: str = "probability", highlight: int | None = None,
+               value_format: str = ".1%") -> go.Figure:
     """Horizontal bars per candidate token (first on top): probabilities or logits, one
-    group per named series; ``highlight`` marks one token (the one drawn)."""
+    group per named series, each labelled with its value (``value_format``, a d3 format);
+    ``highlight`` marks one token (the one drawn)."""
     labels = [escape_for_plotly(t) for t in tokens]
     fig = go.Figure()
     for i, (name, values) in enumerate(series.items()):
         label = escape_for_plotly(name)
         fig.add_trace(go.Bar(y=labels, x=_finite(as_array(values)), name=label,
                              orientation="h", marker_color=PALETTE[i % len(PALETTE)],
+                             texttemplate=f"%{{x:{value_format}}}", textposition="outside",
+                             cliponaxis=False,
                              hovertemplate=f"{label}<br>%{{y}}: %{{x:.4g}}<extra></extra>"))
     if highlight is not None and 0 <= highlight < len(labels):
         fig.add_hrect(y0=highlight - 0.5, y1=highlight + 0.5, fillcolor="gold", opacity=0.3,

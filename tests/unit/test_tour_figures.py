@@ -66,6 +66,7 @@ def test_layer_strip_and_bars() -> None:
     assert [a.font.color for a in fig.layout.annotations] == ["black", "white", "black"]
     bars = token_bars(["a", "b"], {"p": [0.7, 0.2]}, "t", highlight=1)
     assert list(bars.data[0].x) == pytest.approx([0.7, 0.2])
+    assert bars.data[0].texttemplate == "%{x:.1%}"  # each bar says its value
     assert bars.layout.shapes[0].y0 == 0.5
     heads = heads_heatmap(torch.eye(3), ["0: a", "1: b", "2: <c>"], "t", head=2)
     assert list(heads.data[0].x)[2] == "2: &lt;c&gt;" and heads.layout.shapes[0].y0 == 1.5
