@@ -35,6 +35,7 @@ from explorer.ui.resources import model_label
 from explorer.ui.widgets import chips_for, escape_markdown, prompt_box, tokenize
 from explorer.viz.lab import residual_path_dot, tensor_heatmap
 from explorer.viz.positional import bar_chart, line_chart
+from explorer.viz.tokens import display_token
 
 TIMING_LENGTHS = [64, 128, 256, 512, 1024, 2048, 4096]
 TIMING_BUDGET_S = 6.0  # measuring stops starting new lengths after this (under 10 s in all)
@@ -150,16 +151,24 @@ def moe_section(lm: Any) -> None:
     source = cols[2].radio("Token vectors", ["loaded model's embeddings", "the MoE's own"],
                            key="lab_moe_src")
     seed = cols[3].number_input("Router seed", 0, 10_000, 0, key="lab_moe_seed")
-    ids, pieces = tokenize(model_label(lm), text, lm.tokenizer)
-    ids, pieces = ids[:MOE_TOKENS], pieces[:MOE_TOKENS]
+    has_embeddings = lm.tokenizer is not None and hasattr(getattr(lm.model, "embed", None),
+                                                          "tokens")
+    if has_embeddings:
+        ids, pieces = tokenize(model_label(lm), text, lm.tokenizer)
+        ids, pieces = ids[:MOE_TOKENS], pieces[:MOE_TOKENS]
+        labels = [f"{c.position}: {c.label}" for c in chips_for(lm.tokenizer, ids, pieces)]
+    else:  # a model without token embeddings: the prompt's words, the MoE's own vectors
+        words = text.split()[:MOE_TOKENS]
+        ids = [words.index(w) for w in words]
+        labels = [f"{i}: {display_token(w)}" for i, w in enumerate(words)]
+        st.caption("The loaded model has no token embeddings: the MoE routes the prompt's "
+                   "words with its own vectors.")
     if not ids:
         st.info("Type a prompt to route its tokens.")
         return
-    chips = chips_for(lm.tokenizer, ids, pieces)
-    labels = [f"{c.position}: {c.label}" for c in chips]
     ids_t = torch.tensor(ids)
     with torch.no_grad():
-        if source == "the MoE's own":
+        if source == "the MoE's own" or not has_embeddings:
             x, d_model = own_embeddings(ids_t, 64, int(seed)), 64
         else:
             x, d_model = lm.model.embed.tokens(ids_t.to(lm.device)).float().cpu(), lm.config.d_model

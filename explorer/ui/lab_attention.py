@@ -207,7 +207,8 @@ def masks_section(tokens: list[str], lm: Any) -> None:
     cfg = lm.config
     uses = {"encoder": "padding only (bidirectional)", "decoder": "causal",
             "encoder-decoder": "padding in the encoder, causal in the decoder, padding over "
-                               "the encoder in cross-attention"}[cfg.kind]
+                               "the encoder in cross-attention"}.get(
+        cfg.kind, "no mask over its inputs (every position sees every other)")
     window_note = f", and a local window of {cfg.window}" if cfg.window is not None else ""
     st.caption(f"The loaded model, {escape_markdown(lm.name)}, is a {cfg.kind}: it uses "
                f"{uses}{window_note}.")

@@ -28,6 +28,7 @@ from explorer.viz.positional import line_chart
 
 DTYPE_BYTES = {"float32": 4, "bfloat16 / float16": 2, "int8": 1}
 CURVE_LENGTHS = [2**i for i in range(7, 18)]  # 128 .. 131,072 tokens
+TEXT_KINDS = ("encoder", "decoder", "encoder-decoder")
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -39,6 +40,13 @@ def sized_config(lm: Any) -> tuple[ModelConfig | None, dict[str, int]]:
     """The loaded model's architecture at the sizes the visitor sets (None when the sizes do
     not fit together, after saying why), and the other inputs (n, batch, bytes, window)."""
     cfg = lm.config
+    if cfg.kind not in TEXT_KINDS:
+        st.info(f"The calculator covers text models (encoders, decoders, encoder-decoders); "
+                f"the loaded model is a {cfg.kind} model. It starts from its sizes as a "
+                "decoder's.")
+        cfg = ModelConfig(d_model=cfg.d_model, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads,
+                          d_mlp=cfg.d_mlp, d_vocab=max(cfg.d_vocab, 2), n_ctx=cfg.n_ctx,
+                          n_layers=cfg.n_layers, d_head=cfg.d_head)
     key = f"lab_cost_{model_label(lm)}"
     cols = st.columns(4)
     n = cols[0].number_input("Sequence length n", 1, 1_048_576, min(cfg.n_ctx, 2048),

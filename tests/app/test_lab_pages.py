@@ -148,3 +148,31 @@ def test_cost_calculator(app) -> None:
         key = next(n.key for n in at.number_input if n.label == "KV heads")
         at.number_input(key=key).set_value(3).run()  # 4 heads cannot share 3 KV heads
         assert at.error and "do not fit together" in at.error[0].value
+
+
+@pytest.mark.parametrize("family", ["t5", "bert"])
+def test_lab_pages_on_other_families(app, family: str) -> None:
+    """An encoder-decoder (T5-like) and an encoder without an LM head (MiniLM-like): every
+    page renders; the masks say what the family uses; encoders keep no KV cache."""
+    cfg = {"t5": ModelConfig(d_model=16, n_heads=4, d_mlp=24, d_vocab=37, n_ctx=64, n_layers=2,
+                             kind="encoder-decoder", positional="relative", norm="rmsnorm",
+                             mlp="geglu", n_decoder_layers=3, name="tiny-t5", family="t5"),
+           "bert": ModelConfig(d_model=16, n_heads=4, d_mlp=24, d_vocab=37, n_ctx=64,
+                               n_layers=2, kind="encoder", norm_position="post",
+                               n_token_types=2, embed_norm=True, has_unembed=False,
+                               qkv_bias=True, out_bias=True, mlp_bias=True, name="tiny-bert",
+                               family="bert")}[family]
+    with model_in_store(app, f"tiny-{family}", cfg):  # its own name: its own cached counts
+        at = open_page(app, "lab_attention")
+        uses = "causal in the decoder" if family == "t5" else "padding only"
+        assert any(uses in c.value for c in at.caption)
+        at.switch_page("app_pages/lab_architecture.py")
+        at.run()
+        check(at)
+        assert "Which experts each token goes to" in figures(at)
+        at.switch_page("app_pages/lab_cost.py")
+        at.run()
+        check(at)
+        assert any("equals its real count" in c.value for c in at.caption)
+        kv_cache = at.dataframe[0].value["KV cache"].tolist()
+        assert (kv_cache[0] == "none (encoders do not decode)") == (family == "bert")
