@@ -187,7 +187,8 @@ def token_bars(tokens: Sequence[str], series: Mapping[str, Any], title: str, not
                x_title: str = "probability", highlight: int | None = None,
                value_format: str = ".1%") -> go.Figure:
     """Horizontal bars per candidate token (first on top): probabilities or logits, one
-    group per named series, each labelled with its value (``value_format``, a d3 format);
+    group per named series; a single series is labelled with its values (``value_format``,
+    a d3 format);
     ``highlight`` marks one token (the one drawn)."""
     labels = [escape_for_plotly(t) for t in tokens]
     fig = go.Figure()
@@ -195,8 +196,9 @@ def token_bars(tokens: Sequence[str], series: Mapping[str, Any], title: str, not
         label = escape_for_plotly(name)
         fig.add_trace(go.Bar(y=labels, x=_finite(as_array(values)), name=label,
                              orientation="h", marker_color=PALETTE[i % len(PALETTE)],
-                             texttemplate=f"%{{x:{value_format}}}", textposition="outside",
-                             cliponaxis=False,
+                             # grouped bars are too thin to carry a label
+                             texttemplate=f"%{{x:{value_format}}}" if len(series) == 1 else None,
+                             textposition="outside", cliponaxis=False,
                              hovertemplate=f"{label}<br>%{{y}}: %{{x:.4g}}<extra></extra>"))
     if highlight is not None and 0 <= highlight < len(labels):
         fig.add_hrect(y0=highlight - 0.5, y1=highlight + 0.5, fillcolor="gold", opacity=0.3,

@@ -67,6 +67,8 @@ def test_layer_strip_and_bars() -> None:
     bars = token_bars(["a", "b"], {"p": [0.7, 0.2]}, "t", highlight=1)
     assert list(bars.data[0].x) == pytest.approx([0.7, 0.2])
     assert bars.data[0].texttemplate == "%{x:.1%}"  # each bar says its value
+    grouped = token_bars(["a"], {"p": [0.7], "q": [0.1]}, "t")
+    assert grouped.data[0].texttemplate is None
     assert bars.layout.shapes[0].y0 == 0.5
     heads = heads_heatmap(torch.eye(3), ["0: a", "1: b", "2: <c>"], "t", head=2)
     assert list(heads.data[0].x)[2] == "2: &lt;c&gt;" and heads.layout.shapes[0].y0 == 1.5
