@@ -38,11 +38,11 @@ def query_of(page) -> dict[str, list[str]]:
 
 def test_attention_link_report_and_analysis(app_server, page, browser, tmp_path,
                                             screenshot_dir) -> None:
-    open_link(page, app_server["url"], "attention", {
-        "prompt": HOSTILE, "attn_layer": "3", "attn_head": "7",
+    open_link(page, app_server["url"], "attention", {  # MiniLM: 6 layers, quick to run
+        "model": "minilm-l6", "prompt": HOSTILE, "attn_layer": "3", "attn_head": "7",
         "attn_aggregate": "Max over heads", "attn_scale": "log"}, CHART)
     titles = chart_titles(page)
-    assert "Layer 3 · head 7 · kv 2" in titles and "Max over heads · layer 3" in titles
+    assert "Layer 3 · head 7" in titles and "Max over heads · layer 3" in titles
     page.screenshot(path=str(screenshot_dir / "share-attention-link.png"), full_page=True)
     # a new choice goes to the address bar (and the link's other choices stay)
     page.get_by_role("radio", name="Rollout up to this layer").check(force=True)
@@ -64,12 +64,10 @@ def test_attention_link_report_and_analysis(app_server, page, browser, tmp_path,
     analysis.value.save_as(npz_path)
 
     saved = explorer.load_run(npz_path)
-    assert saved.prompt == HOSTILE and saved.model == "smollm2-135m"
+    assert saved.prompt == HOSTILE and saved.model == "minilm-l6"
     assert saved.settings["attn_layer"] == 3 and saved.settings["attn_aggregate"] == "rollout"
-    assert saved.scores("self")["induction"].shape == (30, 9)
-    assert len(saved.tokens()[0]) > 10
-
-    assert saved.lens("main")["top_tokens"].shape[-1] == 5
+    assert saved.scores("self")["induction"].shape == (6, 12)
+    assert saved.tokens()[1][0] == "[CLS]" and len(saved.tokens()[0]) > 10
 
     # a saved run opens without its model; a file that is not one says so
     upload = sidebar.locator('[data-testid="stFileUploaderDropzoneInput"]')
@@ -86,7 +84,7 @@ def test_attention_link_report_and_analysis(app_server, page, browser, tmp_path,
     dialog = page.get_by_role("dialog")
     dialog.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
     assert dialog.locator('[data-testid="stVegaLiteChart"]').count() == 1  # head scores
-    assert dialog.locator(".js-plotly-plot").count() == 2  # lens and residual norms
+    assert dialog.locator(".js-plotly-plot").count() == 1  # residual norms (MiniLM: no lens)
     page.screenshot(path=str(screenshot_dir / "share-saved-run.png"), full_page=True)
 
     drawn = open_offline(browser, html_path, screenshot_dir)
@@ -117,7 +115,7 @@ def open_offline(browser, html_path: Path, screenshot_dir: Path) -> int:
     report.screenshot(path=str(screenshot_dir / "share-report-offline.png"), full_page=True)
     context.close()
     assert not fetched and not dialogs, (fetched, dialogs)
-    assert "<img src=x onerror=alert(1)>" in header and "smollm2-135m" in header
+    assert "<img src=x onerror=alert(1)>" in header and "minilm-l6" in header
     return drawn
 
 
@@ -131,12 +129,12 @@ def test_layers_link_opens_its_tab(app_server, page, screenshot_dir) -> None:
 
 
 def test_positional_link(app_server, page) -> None:
-    open_link(page, app_server["url"], "positional", {
-        "prompt": "one two three four", "pos_sin_k": "5", "pos_rope_layer": "4",
-        "pos_rope_head": "2"}, CHART)
+    open_link(page, app_server["url"], "positional", {  # MiniLM: a learned table
+        "model": "minilm-l6", "prompt": "one two three four", "pos_sin_k": "5",
+        "pos_learned_n": "64", "pos_why_seed": "3"}, CHART)
     titles = chart_titles(page)
     assert "PE(p) · PE(p + 5) for every p" in titles
-    assert "Layer 4 · head 2 · kv 0: q·k split per pair" in titles
+    assert "Learned position table (64 × 384)" in titles
 
 
 def test_generate_link_replays_its_generation(app_server, page, screenshot_dir) -> None:
