@@ -219,6 +219,8 @@ def focus_controls(lm: Any, page_run: PageRun) -> TourContext:
     else:
         position = token_picker(lm, page_run, "source", POSITION_KEY, "Token to follow",
                                 columns[0])
+    if st.session_state.get(HEAD_KEY, 0) not in range(cfg.n_heads):  # another model's head
+        st.session_state[HEAD_KEY] = 0
     head = columns[-1].selectbox("Head", list(range(cfg.n_heads)), key=HEAD_KEY,
                                  help="Attention steps follow this head; the others work "
                                       "the same way in parallel.")
