@@ -58,8 +58,13 @@ def example_tokens() -> list[str]:
     return tokens
 
 
+LABEL_CHARS = 12  # longer tokens are cut in chart labels, so the matrices keep their room
+
+
 def token_labels(tokens: list[str]) -> list[str]:
-    return [f"{i}: {display_token(t)}" for i, t in enumerate(tokens)]
+    labels = [display_token(t) for t in tokens]
+    return [f"{i}: {label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + '…'}"
+            for i, label in enumerate(labels)]
 
 
 def dims(d: int, prefix: str = "d") -> list[str]:
