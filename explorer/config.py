@@ -17,8 +17,9 @@ POSITIONAL = ("sinusoidal", "learned", "rope", "alibi", "relative")
 NORMS = ("layernorm", "rmsnorm")
 NORM_POSITIONS = ("pre", "post")
 MLPS = ("gelu", "relu", "swiglu", "geglu", "moe")
-KINDS = ("encoder", "decoder", "encoder-decoder")
-ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
+KINDS = ("encoder", "decoder", "encoder-decoder", "vision", "vision-text")
+VISION_KINDS = ("vision", "vision-text")  # read pixels: ViT, and CLIP's image + text towers
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu", "quick_gelu")
 
 # The activation each MLP type uses unless the checkpoint says otherwise.
 DEFAULT_ACTIVATION = {
@@ -79,6 +80,18 @@ class ModelConfig:
     window: int | None = None  # local attention: each query sees keys within +-window
     n_decoder_layers: int | None = None
     decoder_start_token_id: int = 0
+    # Vision models (kind "vision" / "vision-text"): square images of image_size pixels cut
+    # into patch_size patches; n_ctx is then the class token plus (image_size/patch_size)^2.
+    image_size: int = 0
+    patch_size: int = 0
+    n_channels: int = 3
+    patch_bias: bool = True  # ViT's patch convolution has a bias, CLIP's has none
+    # CLIP ("vision-text"): this config is the vision tower, ``text`` the text tower, both
+    # projected to projection_dim; the text's embedding is read at its first eos_token_id
+    # (None: at its highest token id, as the original CLIP vocabulary's end-of-text is).
+    projection_dim: int = 0
+    text: ModelConfig | None = None
+    eos_token_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -130,11 +143,33 @@ class ModelConfig:
             )
         if self.window is not None and self.window < 0:
             raise ValueError(f"window must be >= 0, got {self.window}")
+        if self.kind in VISION_KINDS:
+            self._validate_vision()
+
+    def _validate_vision(self) -> None:
+        if self.patch_size <= 0 or self.image_size <= 0 or self.image_size % self.patch_size:
+            raise ValueError(f"image_size ({self.image_size}) must be a positive multiple of "
+                             f"patch_size ({self.patch_size}) for a vision model")
+        if self.n_ctx != self.grid**2 + 1:
+            raise ValueError(f"n_ctx ({self.n_ctx}) must be the class token plus "
+                             f"{self.grid}x{self.grid} patches")
+        if self.kind == "vision-text" and (self.text is None or self.projection_dim <= 0):
+            raise ValueError("a vision-text model needs a text tower and a projection_dim")
+
+    @property
+    def grid(self) -> int:
+        """Patches per side of the image the positions were trained on (vision models)."""
+        return self.image_size // self.patch_size if self.patch_size else 0
+
+    @property
+    def is_vision(self) -> bool:
+        """Whether the model reads images (its ``run_with_cache`` takes pixel values)."""
+        return self.kind in VISION_KINDS
 
     @property
     def causal(self) -> bool:
         """Whether the (decoder) self-attention is causal."""
-        return self.kind != "encoder"
+        return self.kind in ("decoder", "encoder-decoder")
 
     def replace(self, **changes: Any) -> ModelConfig:
         """A copy with some fields changed (validated again)."""
@@ -146,4 +181,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        fields = {k: v for k, v in data.items() if k in known}
+        if isinstance(fields.get("text"), dict):
+            fields["text"] = cls.from_dict(fields["text"])
+        return cls(**fields)

@@ -23,6 +23,7 @@ from explorer.device import pick_device, pick_dtype
 from explorer.models import conversion_cache
 from explorer.models.converters import convert, converter_for
 from explorer.models.converters.base import CheckpointError, Tensors
+from explorer.models.image import ImageProcessor
 from explorer.models.loaded import LoadedModel
 from explorer.models.memory import check_download, check_memory, count_parameters, estimate_download
 from explorer.models.sources import (
@@ -207,11 +208,15 @@ def load(
     model, state, tokenizer, from_cache = SOURCE_READERS[source.format](source, dev, dt, report)
     report(0.85, "placing the weights")
     model = materialize(model, state, dev, dt)
+    cfg = model.cfg
+    image_processor = (ImageProcessor.from_directory(source.directory, cfg.image_size,
+                                                     cfg.family) if cfg.is_vision else None)
     seconds = time.perf_counter() - start
     report(1.0, f"loaded {source.name} in {seconds:.1f} s")
     logger.info("loaded %s (%s, %s) in %.2f s", source.name, source.origin, source.format, seconds)
     return LoadedModel(
         name=source.name, source=source, config=model.cfg, tokenizer=tokenizer, model=model,
         device=dev, dtype=dt, load_seconds=seconds, from_cache=from_cache,
+        image_processor=image_processor,
     )
 

@@ -3,7 +3,8 @@
 What `explorer.load` returns and every page uses: ``lm.encode(text)`` gives token ids
 [1, n] on the model's device, ``lm.model`` is the `explorer.nn` model in eval mode,
 ``lm.decode(ids)`` turns ids back into text and ``lm.encode_chat`` applies an instruct
-model's chat template.
+model's chat template. Vision models (ViT, CLIP) read images: ``lm.encode_image(image)``
+gives pixel values [1, c, H, W] preprocessed as the checkpoint's image processor does.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ class LoadedModel:
     dtype: torch.dtype
     load_seconds: float = 0.0
     from_cache: bool = False
+    image_processor: Any = None  # explorer.models.image.ImageProcessor (vision models)
+
+    def encode_image(self, image: Any) -> torch.Tensor:
+        """Pixel values [1, c, H, W] of a PIL image, preprocessed as the checkpoint's own
+        image processor does, on ``device`` in ``dtype``."""
+        if self.image_processor is None:
+            raise ValueError(f"{self.name} does not read images")
+        return self.image_processor(image).to(device=self.device, dtype=self.dtype)
 
     def _require_tokenizer(self) -> Any:
         if self.tokenizer is None:

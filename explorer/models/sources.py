@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 HUB_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer*",
-             "special_tokens_map.json", "vocab.*", "merges.txt", "*.model", "chat_template*"]
+             "special_tokens_map.json", "vocab.*", "merges.txt", "*.model", "chat_template*",
+             "preprocessor_config.json"]
 
 
 @dataclass(frozen=True)

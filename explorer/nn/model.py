@@ -256,8 +256,9 @@ class Transformer(Stack):
     """Decoder-only (causal LM) or encoder-only (bidirectional, BERT-style) transformer."""
 
     def __init__(self, cfg: ModelConfig) -> None:
-        if cfg.kind == "encoder-decoder":
-            raise ValueError("use EncoderDecoderTransformer for kind='encoder-decoder'")
+        if cfg.kind not in ("decoder", "encoder"):
+            raise ValueError(f"kind={cfg.kind!r} is not a Transformer: use build_model "
+                             "(EncoderDecoderTransformer, VisionTransformer, CLIP)")
         super().__init__(cfg, cfg.n_layers, causal=cfg.kind == "decoder")
         self.embed = Embeddings(cfg)
         self.head = LMHead(cfg) if cfg.has_unembed else None
@@ -407,7 +408,17 @@ class EncoderDecoderTransformer(nn.Module):
         return logits, capture.cache
 
 
+def model_classes() -> dict[str, type[nn.Module]]:
+    """{kind: model class}; the vision models build on this module, so they are imported
+    here, when a model is built, not at import time."""
+    from explorer.nn.clip import CLIP
+    from explorer.nn.vision import VisionTransformer
+
+    return {"decoder": Transformer, "encoder": Transformer,
+            "encoder-decoder": EncoderDecoderTransformer,
+            "vision": VisionTransformer, "vision-text": CLIP}
+
+
 def build_model(cfg: ModelConfig) -> nn.Module:
     """A randomly initialised model of the kind ``cfg.kind`` names."""
-    model_class = EncoderDecoderTransformer if cfg.kind == "encoder-decoder" else Transformer
-    return pack_model(model_class(cfg))
+    return pack_model(model_classes()[cfg.kind](cfg))

@@ -10,11 +10,13 @@ from __future__ import annotations
 from explorer.config import ModelConfig
 from explorer.models.converters.base import CheckpointError, Converter, Tensors
 from explorer.models.converters.bert import BERT
+from explorer.models.converters.clip import CLIP
 from explorer.models.converters.gpt2 import GPT2
 from explorer.models.converters.llama import LLAMA
 from explorer.models.converters.t5 import T5
+from explorer.models.converters.vit import VIT
 
-CONVERTERS: dict[str, Converter] = {c.family: c for c in (LLAMA, GPT2, BERT, T5)}
+CONVERTERS: dict[str, Converter] = {c.family: c for c in (LLAMA, GPT2, BERT, T5, VIT, CLIP)}
 MODEL_TYPES: dict[str, str] = {t: c.family for c in CONVERTERS.values() for t in c.model_types}
 
 
