@@ -80,6 +80,7 @@ def shape(t: torch.Tensor) -> str:
 
 def _typed(name: str, labels: list[str], start: torch.Tensor, key: str) -> torch.Tensor:
     """An editable table (rows: tokens, columns: dimensions) starting from ``start``."""
+    st.markdown(f"**{name}** [{start.shape[0]}, {start.shape[1]}]")
     frame = pd.DataFrame(start.numpy().round(2), columns=dims(start.shape[1]))
     frame.insert(0, "token", labels)
     edited = st.data_editor(frame, key=key, disabled=["token"], hide_index=True,

@@ -66,7 +66,8 @@ def sized_config(lm: Any) -> tuple[ModelConfig | None, dict[str, int]]:
     batch = cols[0].number_input("Batch", 1, 1024, 1, key=f"{key}_b")
     local = cols[1].toggle("Compare a local window", True, key=f"{key}_local")
     window = cols[2].number_input("Window w (|i − j| ≤ w)", 1, 1_048_576,
-                                  cfg.window or 1024, key=f"{key}_w", disabled=not local)
+                                  cfg.window or min(1024, max(1, cfg.n_ctx // 4)), key=f"{key}_w",
+                                  disabled=not local)
     changes: dict[str, Any] = {"d_model": d_model, "n_layers": n_layers, "d_vocab": d_vocab,
                                "n_heads": n_heads, "n_kv_heads": n_kv, "d_mlp": d_mlp,
                                "window": None}
