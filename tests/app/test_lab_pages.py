@@ -145,7 +145,7 @@ def test_cost_calculator(app) -> None:
         assert metric(at, "Parameters") == format_count(wider)
         assert not any("equals its real count" in c.value for c in at.caption)
         rows = at.dataframe[0].value
-        assert list(rows["attention"]) == ["full attention", "local window w = 1,024"]
+        assert list(rows["attention"]) == ["full attention", "local window w = 16"]  # n_ctx / 4
         key = next(n.key for n in at.number_input if n.label == "KV heads")
         at.number_input(key=key).set_value(3).run()  # 4 heads cannot share 3 KV heads
         assert at.error and "do not fit together" in at.error[0].value
