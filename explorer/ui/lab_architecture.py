@@ -240,7 +240,8 @@ def lora_section(lm: Any) -> None:
         f"A random {TOY.n_layers}-layer model (d_model {TOY.d_model}, {TOY.d_vocab} tokens) "
         "learns to count: after token t comes t + 1. Its weights stay frozen; only LoRA's A "
         "and B (rank and projections as above) train. The same model fine-tuned fully is "
-        "the yardstick.")
+        "the yardstick. A low rank on q and v alone cannot learn all of it: add projections "
+        "(up, down) or raise the rank and train again.")
     if st.button("Fine-tune (a few seconds)", key="lab_lora_run"):
         run_fine_tuning(tuple(which), rank)
     runs = st.session_state.get("lab_lora_runs")
