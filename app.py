@@ -36,6 +36,8 @@ PAGES: dict[str, list[st.Page]] = {
     ],
     "Interventions": [st.Page("app_pages/interventions.py", title="Interventions",
                               icon=":material/science:", url_path="interventions")],
+    "Images": [st.Page("app_pages/vision.py", title="Image attention", icon=":material/image:",
+                       url_path="images")],
     "Learn": [st.Page("app_pages/tour.py", title="Guided tour", icon=":material/school:",
                       url_path="tour"),
               st.Page("app_pages/lab_attention.py", title="Attention lab",

@@ -14,6 +14,7 @@ import streamlit as st
 
 from explorer.ui.resources import load_with_status
 from explorer.ui.sidebar import active_key
+from explorer.ui.widgets import escape_markdown
 
 
 def page_header(title: str, intro: str = "") -> None:
@@ -23,14 +24,30 @@ def page_header(title: str, intro: str = "") -> None:
         st.markdown(intro)
 
 
-def require_model() -> Any:
-    """The session's loaded model (a `LoadedModel`), or stop the page with a hint."""
+def require_model(images: bool = False) -> Any:
+    """The session's loaded model (a `LoadedModel`), or stop the page with a hint.
+
+    ``images``: the page reads images (ViT, CLIP) rather than text; a page whose kind does
+    not fit the loaded model stops with a pointer to the pages that do.
+    """
     key = active_key()
     if key is None:
         st.info("Pick a model in the sidebar and press **Load**.")
         st.stop()
     try:
-        return load_with_status(key)  # normally already in the store: no work
+        lm = load_with_status(key)  # normally already in the store: no work
     except Exception as exc:
         st.error(f"The model could not be loaded again: {type(exc).__name__}")
         st.stop()
+    if lm.config.is_vision and not images:
+        st.info(f"**{escape_markdown(lm.name)}** is a vision model: it reads images, not "
+                "text. Open **Image attention** in the sidebar to see its heads over an "
+                "image, or load a text model for this page.")
+        st.stop()
+    if images and not lm.config.is_vision:
+        st.info(f"**{escape_markdown(lm.name)}** reads text. This page reads images: load a "
+                "Vision Transformer or CLIP model, e.g. `google/vit-base-patch16-224` or "
+                "`openai/clip-vit-base-patch32` from the Hugging Face hub, or a local "
+                "directory of one.")
+        st.stop()
+    return lm
