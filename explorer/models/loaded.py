@@ -47,12 +47,12 @@ class LoadedModel:
         return self.tokenizer
 
     def encode(self, text: str, add_special_tokens: bool = True) -> torch.Tensor:
-        """Token ids [1, n] (LongTensor on ``device``); refuses text longer than n_ctx."""
+        """Token ids [1, n] (LongTensor on ``device``); refuses text longer than n_ctx (for
+        CLIP, the text tower's)."""
         ids = self._require_tokenizer().encode(text, add_special_tokens=add_special_tokens)
-        if len(ids) > self.config.n_ctx:
-            raise ValueError(
-                f"text is {len(ids)} tokens; {self.name} reads at most {self.config.n_ctx}"
-            )
+        n_ctx = (self.config.text or self.config).n_ctx
+        if len(ids) > n_ctx:
+            raise ValueError(f"text is {len(ids)} tokens; {self.name} reads at most {n_ctx}")
         return torch.tensor([ids], dtype=torch.long, device=self.device)
 
     def decode(self, ids: torch.Tensor | list[int] | int, skip_special_tokens: bool = False) -> str:

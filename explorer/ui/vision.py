@@ -263,12 +263,8 @@ def caption_embeddings(lm: Any, captions: tuple[str, ...]) -> torch.Tensor:
     """CLIP text embeddings [t, P] of captions, one forward each (no padding needed)."""
     rows = []
     for caption in captions:
-        ids = lm.tokenizer.encode(caption)
-        if len(ids) > lm.config.text.n_ctx:
-            raise ValueError(f"a caption is {len(ids)} tokens; the text tower reads at most "
-                             f"{lm.config.text.n_ctx}")
         with torch.no_grad():
-            rows.append(lm.model.text_embeds(torch.tensor([ids], device=lm.device))[0])
+            rows.append(lm.model.text_embeds(lm.encode(caption))[0])
     return torch.stack(rows).float().cpu()
 
 
@@ -286,8 +282,8 @@ def clip_view(lm: Any, run: ImageRun, digest: str) -> None:
         with heavy_work("caption run"):
             texts = run_store().get(("captions", model_label(lm), captions),
                                     lambda: caption_embeddings(lm, captions))
-    except ValueError as exc:
-        st.error(str(exc))
+    except ValueError as exc:  # a caption longer than the text tower reads
+        st.error(escape_markdown(str(exc)))
         return
     except GateTimeout as exc:
         st.warning(busy_message(exc))

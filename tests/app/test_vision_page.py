@@ -137,6 +137,10 @@ def test_clip_captions_are_shown_literally(app, tiny_dirs) -> None:
                     if f["layout"]["title"]["text"] == "Zero-shot: which caption fits")
         ticks = bars["layout"]["yaxis"]["ticktext"]
         assert ticks[1] == "&lt;img src=x onerror=alert(1)&gt;" and "<img" not in ticks[1]
+        app.text_area(key="vision_captions").set_value("a cat\n" + "big " * 20).run()
+        assert not app.exception
+        assert [e.value for e in app.error] == [
+            escape_markdown(f"text is 22 tokens; {lm.name} reads at most 16")]
         # the probabilities are CLIP's softmax over this image and these captions
         from explorer.ui.vision import sample_image
         image = lm.encode_image(sample_image(app.session_state["vision_sample"]))

@@ -82,6 +82,9 @@ def test_clip_config(clip) -> None:
     assert cfg.embed_norm and not cfg.patch_bias and cfg.activation == "quick_gelu"
     assert cfg.text.kind == "decoder" and cfg.text.causal and cfg.text.d_model == 32
     assert cfg.eos_token_id == lm.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert lm.encode("a " * 14).shape == (1, 16)  # texts are held to the text tower's 16
+    with pytest.raises(ValueError, match=r"17 tokens; .* reads at most 16"):
+        lm.encode("a " * 15)
 
 
 def test_clip_parity(clip) -> None:
