@@ -1,13 +1,11 @@
 """Activation patching on SmolLM2: the full residual grid (30 layers x 20 positions) and the
 head grid (270 heads) for a 20-token prompt pair, batched (many patches per forward,
 each batch starting at its earliest patched block) against the baseline of one full
-forward per patch, measured on a sample of cells in the same run (interleaved). Then the
-residual grid with suffix runs (a patch at position p reruns positions p.. against the
-corrupted run's cached keys and values) against whole-prompt runs, interleaved.
+forward per patch, measured on a sample of cells in the same run (interleaved).
 
 Target (issue 18): each grid within 15 s on this CPU.
 
-    python -m benchmarks.patching [--batch 32] [--suffix-only]
+    python -m benchmarks.patching [--batch 32]
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from benchmarks.attention_page import load_off_the_main_thread
-from explorer.interventions import logit_diff_metric, patch_grid, patched_outcome, patching
+from explorer.interventions import logit_diff_metric, patch_grid, patched_outcome
 
 logger = logging.getLogger("benchmarks.patching")
 CLEAN = "When Mary and John went to the store, John gave a drink to"
@@ -41,8 +39,6 @@ def twenty_tokens(lm, text: str) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--suffix-only", action="store_true",
-                        help="only the residual grid, suffix runs vs whole-prompt runs")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     lm = load_off_the_main_thread("smollm2-135m")
@@ -53,7 +49,7 @@ def main() -> None:
     logger.info("answer %r, distractor %r, threads %d, load %s", lm.decode([answer]),
                 lm.decode([distractor]), torch.get_num_threads(), os.getloadavg())
     metric = logit_diff_metric(answer, distractor)
-    for site, cells in () if args.suffix_only else (("resid", 30 * 20), ("head", 30 * 9)):
+    for site, cells in (("resid", 30 * 20), ("head", 30 * 9)):
         grid_s, single_s = [], []
         for repeat in range(2):  # interleave: grid, sample of single patches, grid, sample
             start = time.perf_counter()
@@ -73,19 +69,6 @@ def main() -> None:
                     divmod(int(grid.normalised.nan_to_num(-1e9).argmax()),
                            grid.values.shape[1]),
                     float(grid.normalised.nan_to_num(-1e9).max()))
-
-    whole, suffix = [], []
-    for _ in range(3):  # interleaved: whole-prompt batches, then suffix batches
-        for groups, times in ((1, whole), (patching.SUFFIX_GROUPS, suffix)):
-            default, patching.SUFFIX_GROUPS = patching.SUFFIX_GROUPS, groups
-            start = time.perf_counter()
-            patch_grid(lm.model, clean, corrupt, "resid", metric, batch_size=args.batch)
-            times.append(time.perf_counter() - start)
-            patching.SUFFIX_GROUPS = default
-    logger.info("resid grid: whole-prompt batches %s s, suffix runs (%d groups) %s s: "
-                "%.2fx (best of 3 each, interleaved)", [round(t, 1) for t in whole],
-                patching.SUFFIX_GROUPS, [round(t, 1) for t in suffix],
-                min(whole) / min(suffix))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from torch import Tensor, nn
 
 from explorer.interventions.ablation import Metric, Outcome, outcome_of_logits
 from explorer.nn.capture import Capture, Edit
-from explorer.nn.kv_cache import KVCache
 
 # site -> (activation name in a block, what a column is)
 SITES: dict[str, tuple[str, str]] = {
@@ -33,7 +32,6 @@ SITES: dict[str, tuple[str, str]] = {
     "mlp": ("mlp.out", "position"),
     "head": ("attn.z", "head"),
 }
-SUFFIX_GROUPS = 4  # position groups per layer when a causal model reruns only suffixes
 SITE_LABELS = {"resid": "Residual stream (entering each block)", "attn": "Attention output",
                "mlp": "MLP output", "head": "Each head's output (all positions)"}
 
@@ -72,14 +70,13 @@ def _check(model: nn.Module, clean_ids: Tensor, corrupt_ids: Tensor, site: str,
                          "to position i, so both must have the same number of tokens")
 
 
-def _patch_edit(cells: list[tuple[int, int]], clean: Tensor, offset: int = 0) -> Edit:
+def _patch_edit(cells: list[tuple[int, int]], clean: Tensor) -> Edit:
     """Copy ``clean`` (``[1, N, D]``: column = position; ``[1, H, N, d]``: column = head)
-    into batch row r at column c for every (r, c) in ``cells``; the edited activation holds
-    positions ``offset`` on (a suffix run)."""
+    into batch row r at column c for every (r, c) in ``cells``."""
     def edit(t: Tensor) -> Tensor:
         t = t.clone()
         for row, col in cells:
-            t[row, col - offset] = clean[0, col].to(t.dtype)
+            t[row, col] = clean[0, col].to(t.dtype)
         return t
     return edit
 
@@ -114,29 +111,10 @@ class _Runs:
         if self.stack == "decoder.":
             self.memory = self.model.encode(corrupt_ids)
 
-    @property
-    def causal_suffix(self) -> bool:
-        """Whether a patch at position p can rerun only positions p.. (a decoder-only model
-        read at its last position: earlier positions never see a later patch)."""
-        return not self.stack and self.module.causal and self.position == -1
-
-    def rerun(self, x: Tensor, first: int, capture: Capture,
-              prefix_kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def rerun(self, x: Tensor, first: int, capture: Capture) -> Tensor:
         """Logits ``[B, V]`` at the read-out position of ``x`` ``[B, n, D]`` entering block
-        ``first`` of the stack, with ``capture``'s patches. With ``prefix_kv`` (the
-        corrupted run's keys and values ``[L, 1, g, s, d]`` of the first s positions), ``x``
-        holds positions s.. only and attends to that prefix through a KV cache."""
+        ``first`` of the stack, with ``capture``'s patches."""
         batch = x.shape[0]
-        if prefix_kv is not None:
-            keys, values = prefix_kv
-            start = keys.shape[-2]
-            cache = KVCache(self.model.cfg, start + x.shape[1], batch, x.device, x.dtype)
-            cache.k[first:, :, :, :start] = keys[first:]
-            cache.v[first:, :, :, :start] = values[first:]
-            cache.length = start
-            out = self.model.run_blocks(x, offset=start, kv_cache=cache, start_layer=first,
-                                        capture=capture)
-            return self.model.head(out[:, -1])
         if self.stack == "encoder.":
             memory = self.model.encoder.run_blocks(x, start_layer=first, capture=capture,
                                                    prefix="encoder.")
@@ -149,24 +127,6 @@ class _Runs:
         else:
             out = self.model.run_blocks(x, start_layer=first, capture=capture)
         return self.model.head(out[:, self.position])
-
-
-def _batch_starts(n_layers: int, n_cols: int, batch_size: int, suffix: bool) -> list[int]:
-    """Where each batch starts in the layer-major list of cells.
-
-    Batches never mix layers (unless a layer's columns are fewer than a batch): a batch
-    starts at its earliest patched block, so mixing would rerun blocks for nothing. With
-    ``suffix`` (a causal model patched at positions), each layer splits into
-    :data:`SUFFIX_GROUPS` runs of positions: a run starting at position s reruns positions
-    s.. only, so the late groups cost a fraction of a whole prompt."""
-    if suffix:
-        size = max(1, min(batch_size, -(-n_cols // SUFFIX_GROUPS)))
-        return [layer * n_cols + c for layer in range(n_layers)
-                for c in range(0, n_cols, size)]
-    if n_cols <= batch_size:  # whole layers per batch
-        return list(range(0, n_layers * n_cols, batch_size // n_cols * n_cols))
-    return [layer * n_cols + c for layer in range(n_layers)  # each layer in several batches
-            for c in range(0, n_cols, batch_size)]
 
 
 @torch.no_grad()
@@ -187,34 +147,31 @@ def patch_grid(
     runs = _Runs(model, stack, decoder_ids, position)
     n_layers = runs.n_layers
     n = (decoder_ids if stack == "decoder." else clean_ids).shape[1]
-    suffix = column == "position" and runs.causal_suffix and n > 1
-    kv_names = [f"blocks.*.attn.{t}" for t in "kv"] if suffix else []
     clean_logits, clean_cache = runs.run_with_cache(clean_ids, [f"{stack}blocks.*.{name}"])
-    corrupt_logits, corrupt_cache = runs.run_with_cache(
-        corrupt_ids, [f"{stack}blocks.*.resid_pre", *kv_names])
+    corrupt_logits, corrupt_cache = runs.run_with_cache(corrupt_ids,
+                                                        [f"{stack}blocks.*.resid_pre"])
     runs.corrupt_memory(corrupt_ids)
     clean_metric = float(metric(clean_logits)[0])
     corrupt_metric = float(metric(corrupt_logits)[0])
     n_cols = model.cfg.n_heads if column == "head" else n
     cells = [(layer, col) for layer in range(n_layers) for col in range(n_cols)]
-    starts = _batch_starts(n_layers, n_cols, batch_size, suffix)
-    prefix_kv = None
-    if suffix:  # the corrupted run's keys and values [L, 1, g, N, d]
-        prefix_kv = (corrupt_cache.stack("attn.k"), corrupt_cache.stack("attn.v"))
+    # Batches never mix layers (unless a layer's columns are fewer than a batch): a batch
+    # starts at its earliest patched block, so mixing would rerun blocks for nothing.
+    if n_cols <= batch_size:  # whole layers per batch
+        starts = list(range(0, len(cells), batch_size // n_cols * n_cols))
+    else:  # each layer split into batches
+        starts = [layer * n_cols + c for layer in range(n_layers)
+                  for c in range(0, n_cols, batch_size)]
     values = torch.empty(len(cells))
     for start, end in zip(starts, [*starts[1:], len(cells)], strict=True):
         chunk = cells[start:end]
         first = chunk[0][0]  # cells are in layer order: the earliest patched block
-        offset = min(col for _, col in chunk) if suffix else 0
         by_name: dict[str, list[tuple[int, int]]] = {}
         for row, (layer, col) in enumerate(chunk):
             by_name.setdefault(f"{stack}blocks.{layer}.{name}", []).append((row, col))
-        edits = {key: _patch_edit(rows, clean_cache[key], offset)
-                 for key, rows in by_name.items()}
-        x = corrupt_cache[f"{stack}blocks.{first}.resid_pre"][:, offset:]
-        kv = None if not offset else tuple(t[..., :offset, :] for t in prefix_kv)
-        values[start:end] = metric(runs.rerun(x.expand(len(chunk), -1, -1), first,
-                                              Capture((), edits), kv)).cpu()
+        edits = {key: _patch_edit(rows, clean_cache[key]) for key, rows in by_name.items()}
+        x = corrupt_cache[f"{stack}blocks.{first}.resid_pre"].expand(len(chunk), -1, -1)
+        values[start:end] = metric(runs.rerun(x, first, Capture((), edits))).cpu()
         if progress is not None:
             progress(end, len(cells))
     values = values.reshape(n_layers, n_cols)
