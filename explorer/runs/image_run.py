@@ -21,6 +21,7 @@ import torch
 
 from explorer.analysis.attention import attention_rollout
 from explorer.analysis.geometry import pca_2d
+from explorer.nn.capture import Capture
 
 
 @dataclass
@@ -122,3 +123,12 @@ def patch_pca(run: ImageRun, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The patches after ``layer`` on their top two principal axes [P, 2] (row by row),
     and each axis's share of the variance [2]."""
     return pca_2d(run.resid[layer, 1:])
+
+
+@torch.no_grad()
+def caption_patterns(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Every attention pattern [L, h, n, n] of CLIP's (causal) text tower over one text's
+    ids [1, n]."""
+    capture = Capture(names=["text.blocks.*.attn.pattern"])
+    model.text_embeds(ids, capture=capture)
+    return capture.cache.stack("attn.pattern", "text.")[:, 0].float().cpu()

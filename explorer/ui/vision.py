@@ -24,6 +24,7 @@ from explorer.analysis.attention import HEAD_SCORES, head_scores
 from explorer.models.image import MAX_BYTES, MAX_PIXELS, ImageError, open_image
 from explorer.runs.image_run import (
     ImageRun,
+    caption_patterns,
     class_lens,
     class_rollout,
     patch_label,
@@ -36,7 +37,7 @@ from explorer.ui.gate import VisitorGone, busy_message, heavy_work
 from explorer.ui.resources import model_label
 from explorer.ui.runs import run_store
 from explorer.ui.widgets import escape_markdown, is_new_click
-from explorer.viz import head_map_chart
+from explorer.viz import attention_heatmap, head_map_chart, unique_labels
 from explorer.viz.vision import (
     attention_overlay,
     class_lens_chart,
@@ -164,18 +165,21 @@ def sync_from_clicks(run: ImageRun) -> None:
     if row is not None and is_new_click((row, col), "vision_seen_patch") \
             and row < gh and col < gw:
         st.session_state[QUERY_KEY] = 1 + row * gw + col
-    if st.session_state.get(LAYER_KEY) not in range(run.n_layers):
-        st.session_state[LAYER_KEY] = run.n_layers - 1
-    if st.session_state.get(HEAD_KEY) not in (MEAN_OF_HEADS, *range(run.n_heads)):
-        st.session_state[HEAD_KEY] = MEAN_OF_HEADS
-    if st.session_state.get(QUERY_KEY) not in range(1 + gh * gw):
-        st.session_state[QUERY_KEY] = 0
+    # A value another model left behind is dropped, not replaced: each widget's first
+    # option is its default (setting a default through the session state can leave the
+    # browser showing another value after the widget was off the page for a run).
+    valid = {LAYER_KEY: range(run.n_layers), HEAD_KEY: (MEAN_OF_HEADS, *range(run.n_heads)),
+             QUERY_KEY: range(1 + gh * gw)}
+    for key, allowed in valid.items():
+        if key in st.session_state and st.session_state[key] not in allowed:
+            del st.session_state[key]
 
 
 def controls(run: ImageRun) -> tuple[int, int, int]:
     """Layer, head (MEAN_OF_HEADS for the mean) and query position widgets."""
     columns = st.columns(3)
-    columns[0].selectbox("Layer", range(run.n_layers), key=LAYER_KEY)
+    columns[0].selectbox("Layer", range(run.n_layers - 1, -1, -1), key=LAYER_KEY,
+                         help="Blocks from the last (the one the output reads) to the first.")
     columns[1].selectbox("Head", (MEAN_OF_HEADS, *range(run.n_heads)), key=HEAD_KEY,
                          format_func=lambda h: "mean of heads" if h == MEAN_OF_HEADS
                          else f"head {h}")
@@ -298,3 +302,21 @@ def clip_view(lm: Any, run: ImageRun, digest: str) -> None:
     st.dataframe(pd.DataFrame({"caption": list(captions),
                                "cosine": (logits / scale).tolist(),
                                "probability": probs.tolist()}), hide_index=True)
+    with st.expander("The text tower's attention"):
+        caption_attention_view(lm, captions)
+
+
+def caption_attention_view(lm: Any, captions: tuple[str, ...]) -> None:
+    """One caption's attention in CLIP's text tower, as on the text pages (causal: each
+    token sees itself and the tokens before it; the last, end-of-text, token is read)."""
+    caption = st.selectbox("Caption", captions, key="vision_text_caption")
+    ids = lm.encode(caption)
+    with heavy_work("caption attention"):
+        patterns = caption_patterns(lm.model, ids)
+    columns = st.columns(2)
+    layer = columns[0].selectbox("Text layer", range(patterns.shape[0]), key="vision_text_layer")
+    head = columns[1].selectbox("Text head", range(patterns.shape[1]), key="vision_text_head")
+    labels = unique_labels(lm.tokens(ids))
+    st.plotly_chart(attention_heatmap(patterns[layer, head], labels, labels,
+                                      f"Text tower, layer {layer}, head {head}"),
+                    width="stretch")

@@ -163,6 +163,6 @@ def patch_pca_chart(coords: Any, grid: tuple[int, int], explained: Any,
             hovertemplate="patch row %{customdata[0]}, col %{customdata[1]}<extra></extra>",
         ), row=1, col=i + 1)
     axes = f"PC1 {share[0]:.0%} and PC2 {share[1]:.0%} of the variance"
-    fig.update_layout(title=plotly_title(title, axes), height=380,
-                      margin={"l": 10, "r": 10, "t": 90, "b": 30})
+    fig.update_layout(title=plotly_title(title, axes), height=400,
+                      margin={"l": 10, "r": 10, "t": 115, "b": 30})
     return fig

@@ -137,6 +137,11 @@ def test_clip_captions_are_shown_literally(app, tiny_dirs) -> None:
                     if f["layout"]["title"]["text"] == "Zero-shot: which caption fits")
         ticks = bars["layout"]["yaxis"]["ticktext"]
         assert ticks[1] == "&lt;img src=x onerror=alert(1)&gt;" and "<img" not in ticks[1]
+        text = next(f for f in figures(app)
+                    if f["layout"]["title"]["text"] == "Text tower, layer 0, head 0")
+        pattern = array(next(t for t in text["data"] if t["type"] == "heatmap")["z"])
+        assert pattern.shape == (7, 7)  # <|startoftext|> a photo of a cat <|endoftext|>
+        assert torch.equal(pattern.triu(1), torch.zeros(7, 7))  # causal
         app.text_area(key="vision_captions").set_value("a cat\n" + "big " * 20).run()
         assert not app.exception
         assert [e.value for e in app.error] == [

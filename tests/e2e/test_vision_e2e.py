@@ -83,7 +83,7 @@ def test_image_page_in_the_browser(page, app_server, tiny_dirs, screenshot_dir) 
     page.wait_for_timeout(600)
     wait_idle(page)
     assert_no_exception(page)
-    bars = page.locator(CHART).last
+    bars = page.locator(CHART).filter(has_text="Zero-shot: which caption fits")
     bars.locator(".main-svg").first.wait_for()
     ticks = bars.locator(".ytick text").all_text_contents()
     assert HOSTILE in ticks and "**bold** $x$" in ticks
