@@ -22,6 +22,7 @@ import torch
 from explorer.nn.capture import Edit
 from explorer.runs import STACKS_BY_KIND, PromptRun, run_prompt
 from explorer.ui.runs import PageRun
+from explorer.ui.url_state import in_url
 
 # stack -> (activation-name prefix, heads are cross-attention heads)
 STACK_EDITS: dict[str, tuple[str, bool]] = {
@@ -91,7 +92,7 @@ def stack_choice(lm: Any, label: str, key: str, names: list[str] | None = None,
         return names[0]
     if st.session_state.get(key) not in names:
         st.session_state[key] = names[0]
-    return st.radio(label, names, key=key, horizontal=True, on_change=on_change,
+    return st.radio(label, names, **in_url(key), horizontal=True, on_change=on_change,
                     format_func=lambda name: stack_label(name, lm))
 
 

@@ -28,6 +28,7 @@ from explorer.runs import Row, final_logprobs, lens, lens_stream, token_trajecto
 from explorer.serving import GateTimeout
 from explorer.ui.attention import default_head, head_map_spec
 from explorer.ui.downloads import csv_button
+from explorer.ui.export import show_chart, show_vega
 from explorer.ui.families import (
     STACK_EDITS,
     edited_run,
@@ -39,6 +40,7 @@ from explorer.ui.families import (
 from explorer.ui.gate import VisitorGone, busy_message, heavy_work
 from explorer.ui.layers import timed, token_texts
 from explorer.ui.runs import PageRun, memo_figure
+from explorer.ui.url_state import in_url
 from explorer.ui.widgets import escape_markdown, is_new_click
 from explorer.viz.interventions import distribution_comparison, lens_difference_grid
 
@@ -232,9 +234,10 @@ def ablation_controls(lm: Any, page_run: PageRun) -> None:
     toggle_clicked_head(n_layers, n_heads)
     heads = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
     state = st.session_state  # another model or stack: drop what does not exist
-    state[HEADS_KEY] = [h for h in state.get(HEADS_KEY) or [] if h in heads]
-    for key in (MLPS_KEY, LAYERS_KEY):
-        state[key] = [m for m in state.get(key) or [] if m in range(n_layers)]
+    for key, valid in ((HEADS_KEY, heads), (MLPS_KEY, range(n_layers)),
+                       (LAYERS_KEY, range(n_layers))):
+        if key in state and any(v not in valid for v in state[key] or []):
+            state[key] = [v for v in state[key] if v in valid]
     scores = page_run.run.scores(stack)
     shown = [name for name in HEAD_SCORES if not bool(scores[name].isnan().all())]
     left, right = st.columns([2, 3], gap="large")
@@ -243,30 +246,29 @@ def ablation_controls(lm: Any, page_run: PageRun) -> None:
             state[SCORE_KEY] = default_head(scores, n_heads)[0]
             if state[SCORE_KEY] not in shown:  # e.g. cross-attention: no square scores
                 state[SCORE_KEY] = shown[0]
-        score_name = st.selectbox("Colour heads by", shown, key=SCORE_KEY,
+        score_name = st.selectbox("Colour heads by", shown, **in_url(SCORE_KEY),
                                   format_func=lambda s: HEAD_SCORES[s].label)
-        st.vega_lite_chart(outlined_head_map(page_run, stack, score_name, state[HEADS_KEY],
-                                             n_layers),
-                           on_select="rerun", selection_mode="head", key=MAP_KEY,
-                           width="stretch")
+        show_vega(outlined_head_map(page_run, stack, score_name, state.get(HEADS_KEY) or [],
+                                    n_layers),
+                  on_select="rerun", selection_mode="head", key=MAP_KEY, width="stretch")
         st.caption("Click a head to add it to the ablation (outlined in red); remove it in "
                    "the list on the right.")
     with right:
         z = "cross_attn.z" if STACK_EDITS[stack][1] else "attn.z"
-        st.multiselect("Heads", heads, key=HEADS_KEY, format_func=head_name,
+        st.multiselect("Heads", heads, **in_url(HEADS_KEY), format_func=head_name,
                        help=f"Each head's output ({z}) before the output projection.")
         if not STACK_EDITS[stack][1]:
-            st.multiselect("MLPs", range(n_layers), key=MLPS_KEY,
+            st.multiselect("MLPs", range(n_layers), **in_url(MLPS_KEY),
                            format_func=lambda m: f"L{m}")
             st.multiselect("Whole layers (attention and MLP)", range(n_layers),
-                           key=LAYERS_KEY, format_func=lambda m: f"L{m}")
-        mode = st.radio("Replace with", list(MODES), key=MODE_KEY, horizontal=True,
+                           **in_url(LAYERS_KEY), format_func=lambda m: f"L{m}")
+        mode = st.radio("Replace with", list(MODES), **in_url(MODE_KEY), horizontal=True,
                         format_func={"zero": "zero", "mean": "the mean activation"}.get)
         if mode == "mean":
-            over = st.radio("Mean over", list(MEAN_OVER), key=MEAN_OVER_KEY,
+            over = st.radio("Mean over", list(MEAN_OVER), **in_url(MEAN_OVER_KEY),
                             horizontal=True, format_func=MEAN_OVER.get)
             if over == "reference":
-                st.text_area("Reference text", DEFAULT_REFERENCE, key=REFERENCE_KEY,
+                st.text_area("Reference text", DEFAULT_REFERENCE, **in_url(REFERENCE_KEY),
                              height=80, max_chars=4_000)
 
 
@@ -349,8 +351,8 @@ def show_ablation(lm: Any, page_run: PageRun, choice: AblationChoice, result: Ab
     where = readout(lm, page_run)
     figure, frame = comparison_figure(lm, before, after, ("before", "after"),
                                       f"{where.title}: before and after")
-    st.plotly_chart(memo_figure((*key, "dist"), lambda: figure, "int_ablate"),
-                    key="int_ablate_dist")
+    show_chart(memo_figure((*key, "dist"), lambda: figure, "int_ablate"),
+               key="int_ablate_dist", csv=False)
     csv_button("Download both distributions (CSV)", lambda: frame, "ablation_next_token.csv",
                "int_ablate_dist_csv")
     rows = lens_rows_of(page_run)
@@ -365,8 +367,8 @@ def show_ablation(lm: Any, page_run: PageRun, choice: AblationChoice, result: Ab
             token_texts(lm.tokenizer, result.lens_after.top_ids), result.lens_after.top_probs,
             delta, row_labels, col_labels, "Logit lens: what the ablation changed")
 
-    st.plotly_chart(memo_figure((*key, "lens", tuple(positions)), lens_figure, "int_ablate"),
-                    key="int_ablate_lens")
+    show_chart(memo_figure((*key, "lens", tuple(positions)), lens_figure, "int_ablate"),
+               key="int_ablate_lens", csv=False)
     text = "decoder text" if where.sequence == "target" else "prompt"
     st.caption(f"The last {len(positions)} positions of the {text}. Each cell shows the top "
                "token when the ablated run's residual stream is read through the final norm "

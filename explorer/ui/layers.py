@@ -77,13 +77,17 @@ def timed(section: str, store: str = SECTION_MS) -> Iterator[None]:
 
 def token_texts(tokenizer: Any, ids: torch.Tensor) -> np.ndarray:
     """Display text of every id, same shape: the piece as the token chips show it (bytes
-    of a partial character as ``\\xNN``, spaces as ``␣``)."""
+    of a partial character as ``\\xNN``, spaces as ``␣``; an id the tokenizer lacks as
+    ``⟨id N⟩``)."""
     flat = ids.reshape(-1).tolist()
     unique = sorted(set(flat))
     with tokenizer_lock(tokenizer):  # one tokenizer serves every session's thread
         byte_level = is_byte_level(tokenizer)
         pieces = tokenizer.convert_ids_to_tokens(unique)
-    texts = {i: readable_piece(p, byte_level) for i, p in zip(unique, pieces, strict=True)}
+    # An id past the tokenizer's vocabulary (embedding rows padded beyond it, or a random
+    # model predicting one) has no piece: show its number.
+    texts = {i: readable_piece(p, byte_level) if p is not None else f"⟨id {i}⟩"
+             for i, p in zip(unique, pieces, strict=True)}
     return np.array([texts[i] for i in flat], dtype=object).reshape(tuple(ids.shape))
 
 

@@ -29,6 +29,7 @@ from explorer.interventions import (
 )
 from explorer.runs import LRUMemo, contributions_unavailable
 from explorer.ui.downloads import csv_button
+from explorer.ui.export import show_chart, show_vega
 from explorer.ui.families import mask_position, readout, stack_choice
 from explorer.ui.gate import heavy_work, server_limits
 from explorer.ui.interventions import (
@@ -43,6 +44,7 @@ from explorer.ui.interventions import (
 from explorer.ui.layers import resolve_target, timed, token_texts
 from explorer.ui.resources import model_label
 from explorer.ui.runs import PageRun, memo_figure, prompt_tokens
+from explorer.ui.url_state import in_url
 from explorer.ui.widgets import escape_markdown, is_new_click
 from explorer.viz.interventions import attribution_heatmap, patching_frame, patching_heatmap
 
@@ -64,9 +66,9 @@ def patch_prompts(lm: Any) -> tuple[torch.Tensor, torch.Tensor, list[str]] | Non
     """Clean and corrupted ids ``[1, N]`` and the column labels, or None after saying why
     (an empty prompt, or prompts of different lengths)."""
     columns = st.columns(2)
-    texts = [columns[0].text_input("Clean prompt", DEFAULT_CLEAN, key="int_clean",
+    texts = [columns[0].text_input("Clean prompt", DEFAULT_CLEAN, **in_url("int_clean"),
                                    max_chars=1_000),
-             columns[1].text_input("Corrupted prompt", DEFAULT_CORRUPT, key="int_corrupt",
+             columns[1].text_input("Corrupted prompt", DEFAULT_CORRUPT, **in_url("int_corrupt"),
                                    max_chars=1_000)]
     if not all(t.strip() for t in texts):
         st.info("Type a clean and a corrupted prompt.")
@@ -151,7 +153,7 @@ def predictions(lm: Any, setup: PatchSetup) -> tuple:
 def token_choice(lm: Any, label: str, key: str, default: int) -> int | None:
     """A single-token text box; empty means ``default`` (shown in the label)."""
     shown = token_texts(lm.tokenizer, torch.tensor([default]))[0]
-    typed = st.text_input(f"{label} (empty: “{shown}”)", key=key, max_chars=64)
+    typed = st.text_input(f"{label} (empty: “{shown}”)", **in_url(key), max_chars=64)
     token, problem = resolve_target(lm.tokenizer, typed)
     if problem:
         st.warning(problem)
@@ -180,7 +182,7 @@ def patching_section(lm: Any, page_run: PageRun) -> None:
         with columns[1]:
             distractor = token_choice(lm, "Distractor", "int_distractor",
                                       int(corrupt.top_ids[0]))
-        site = columns[2].radio("Patch", list(SITE_LABELS), key="int_site",
+        site = columns[2].radio("Patch", list(SITE_LABELS), **in_url("int_site"),
                                 format_func=SITE_LABELS.get)
         if answer is None or distractor is None:
             return
@@ -243,9 +245,9 @@ def selected_cell(n_rows: int, n_cols: int, row_labels: list[str], col_labels: l
         if st.session_state.get(name) not in range(n):
             st.session_state[name] = n - 1
     pick = st.columns(2)
-    row = pick[0].selectbox("Layer", range(n_rows), key=CELL_LAYER,
+    row = pick[0].selectbox("Layer", range(n_rows), **in_url(CELL_LAYER),
                             format_func=lambda r: row_labels[r])
-    column = pick[1].selectbox("Column", range(n_cols), key=CELL_COLUMN,
+    column = pick[1].selectbox("Column", range(n_cols), **in_url(CELL_COLUMN),
                                format_func=lambda c: col_labels[c])
     return row, column
 
@@ -268,7 +270,7 @@ def show_grid(lm: Any, grid: Any, key: tuple, setup: PatchSetup, tokens: tuple[i
         chart = patching_heatmap(grid.values, grid.normalised, row_labels, col_labels,
                                  f"Patching: {SITE_LABELS[grid.site].lower()}", column_title,
                                  selected=(row, column))
-        st.altair_chart(chart, on_select="rerun", selection_mode="cell", key=MAP_KEY,
+        show_vega(chart, csv=False, on_select="rerun", selection_mode="cell", key=MAP_KEY,
                         width="stretch")
         csv_button("Download the grid (CSV)", lambda: patching_frame(
             grid.values, grid.normalised, row_labels, col_labels),
@@ -281,7 +283,7 @@ def show_grid(lm: Any, grid: Any, key: tuple, setup: PatchSetup, tokens: tuple[i
         figure, frame = comparison_figure(
             lm, probs_of(corrupt), probs_of(patched), ("corrupted", "patched"),
             f"Patched {row_labels[row]} · {col_labels[column]}")
-        st.plotly_chart(figure, key="int_patch_cell_fig")
+        show_chart(figure, key="int_patch_cell_fig", csv=False)
         st.caption(f"This cell: metric {float(grid.values[row, column]):+.3f}, normalised "
                    f"{float(grid.normalised[row, column]):.3f}. Click another cell of the grid "
                    "(or pick it above) to see its patched run.")
@@ -306,7 +308,7 @@ def attribution_section(lm: Any, page_run: PageRun) -> None:
             st.session_state["int_dla_pos"] = labels[where.position]
         columns = st.columns([2, 1, 1])
         position = labels.index(columns[0].selectbox(
-            "Position", labels, key="int_dla_pos",
+            "Position", labels, **in_url("int_dla_pos"),
             help="The logits that predict the token after this position."))
         top = predicted_top(lm, page_run, position)
         with columns[1]:
@@ -324,10 +326,10 @@ def attribution_section(lm: Any, page_run: PageRun) -> None:
                 f"{parts.total:+.3f} · the model's logit difference {parts.logit_diff:+.3f}")
         title = (f"Direct contributions to logit(“{names[0]}”) − logit(“{names[1]}”) "
                  f"after {labels[position]}")
-        st.plotly_chart(memo_figure((page_run.key, "dla", position, target, distractor),
+        show_chart(memo_figure((page_run.key, "dla", position, target, distractor),
                                     lambda: attribution_heatmap(heads, parts.mlps, title, note,
                                                                 head_labels), "int_dla"),
-                        key="int_dla_fig")
+                   key="int_dla_fig", csv=False)
         if parts.cross is not None:
             st.caption("T5's decoder: H0… are its self-attention heads, X0… its "
                        "cross-attention heads (reading the encoder).")

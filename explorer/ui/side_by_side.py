@@ -20,6 +20,7 @@ from explorer.models.tokenizer import tokenizer_lock
 from explorer.runs import lens
 from explorer.ui.attention import pattern_csv
 from explorer.ui.downloads import csv_button
+from explorer.ui.export import show_chart
 from explorer.ui.families import readout, stack_choice
 from explorer.ui.gate import heavy_work, session_connected
 from explorer.ui.interventions import (
@@ -36,6 +37,7 @@ from explorer.ui.interventions import (
 )
 from explorer.ui.layers import timed, token_texts
 from explorer.ui.runs import PageRun, memo_figure, shared_run
+from explorer.ui.url_state import in_url
 from explorer.ui.widgets import escape_markdown
 from explorer.viz import attention_heatmap
 from explorer.viz.generation import alternatives_text, token_stream_html
@@ -113,7 +115,7 @@ def generate_section(lm: Any, page_run: PageRun) -> None:
                        " T5 reads the prompt with its encoder and writes new text from its "
                        "decoder start token." if seq2seq else ""))
         columns = st.columns([2, 1, 5])
-        max_new = columns[0].number_input("New tokens", 1, 64, 24, key="int_gen_max")
+        max_new = columns[0].number_input("New tokens", 1, 64, 24, **in_url("int_gen_max"))
         start = columns[1].button("Generate", type="primary", key="int_gen_start")
         choice = current_choice(lm)
         if choice is None:
@@ -161,7 +163,7 @@ def _common_prefix(a: list[str], b: list[str]):
 def run_b(lm: Any) -> PageRun | None:
     """The shared run of prompt B (T5: with the page's decoder text), or None after saying
     why there is none."""
-    text = st.text_area("Prompt B", DEFAULT_PROMPT_B, key="int_prompt_b", height=70,
+    text = st.text_area("Prompt B", DEFAULT_PROMPT_B, **in_url("int_prompt_b"), height=70,
                         max_chars=4_000)
     if not text.strip():
         st.info("Type a second prompt to compare with.")
@@ -187,8 +189,8 @@ def compare_section(lm: Any, page_run: PageRun) -> None:
         if st.session_state.get("int_cmp_layer") not in range(n_layers):
             st.session_state["int_cmp_layer"] = n_layers - 1
         pick = st.columns(2)
-        layer = pick[0].selectbox("Layer", range(n_layers), key="int_cmp_layer")
-        head = pick[1].selectbox("Head", range(cfg.n_heads), key="int_cmp_head")
+        layer = pick[0].selectbox("Layer", range(n_layers), **in_url("int_cmp_layer"))
+        head = pick[1].selectbox("Head", range(cfg.n_heads), **in_url("int_cmp_head"))
         columns = st.columns(2, gap="large")
         for column, (name, each) in zip(columns, runs.items(), strict=True):
             with column:
@@ -200,10 +202,10 @@ def attention_panel(name: str, page_run: PageRun, stack: str, layer: int, head: 
     spec = page_run.stack(stack).spec
     queries, keys = page_run.labels[spec.queries], page_run.labels[spec.keys]
     where = "" if stack == "self" else f" ({stack})"
-    st.plotly_chart(memo_figure((page_run.key, name, "attn", stack, layer, head), lambda: (
+    show_chart(memo_figure((page_run.key, name, "attn", stack, layer, head), lambda: (
         attention_heatmap(page_run.run.layer(stack, layer)[head], queries, keys,
                           f"{name}{where} · layer {layer} · head {head}")), "int_compare"),
-        key=f"int_cmp_attn_{name}")
+        key=f"int_cmp_attn_{name}", csv=False)
     st.download_button(f"Download {name}'s pattern (CSV)", key=f"int_cmp_attn_csv_{name}",
                        data=lambda: pattern_csv(page_run.run.layer(stack, layer)[head],
                                                 queries, keys),
@@ -226,10 +228,10 @@ def compare_outputs(lm: Any, runs: dict[str, PageRun]) -> None:
     keys = tuple(each.key for each in runs.values())
     left, right = st.columns(2, gap="large")
     with left:
-        st.plotly_chart(memo_figure((*keys, "lens"), lambda: logit_lens_grid(
+        show_chart(memo_figure((*keys, "lens"), lambda: logit_lens_grid(
             token_texts(lm.tokenizer, top_ids), top_probs, top_probs[..., 0], row_labels,
             col_labels, "prob", "Logit lens where A and B are read out"), "int_compare"),
-            key="int_cmp_lens")
+            key="int_cmp_lens", csv=False)
         csv_button("Download the lens rows (CSV)", lambda: pd.DataFrame.from_records(
             [{"row": row, "prompt": col[0], "input": col, "rank": rank + 1,
               "token": texts[r, c, rank], "probability": float(top_probs[r, c, rank])}
@@ -240,7 +242,7 @@ def compare_outputs(lm: Any, runs: dict[str, PageRun]) -> None:
     figure, frame = comparison_figure(lm, first, second, ("A", "B"),
                                       f"{where['A'].title}: A and B")
     with right:
-        st.plotly_chart(memo_figure((*keys, "dist"), lambda: figure, "int_compare"),
-                        key="int_cmp_dist")
+        show_chart(memo_figure((*keys, "dist"), lambda: figure, "int_compare"),
+                   key="int_cmp_dist", csv=False)
         csv_button("Download both distributions (CSV)", lambda: frame,
                    "compare_next_token.csv", "int_cmp_csv")

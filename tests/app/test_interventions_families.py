@@ -125,3 +125,16 @@ def test_an_encoder_reads_its_mask_token(app, monkeypatch) -> None:
     with model_in_store(app, "tiny-minilm", headless):
         app.run()
         assert any("no unembedding" in i.value for i in app.info)
+
+
+def test_ids_past_the_tokenizer_show_their_number() -> None:
+    """A model whose embedding has more rows than its tokenizer has pieces (padded
+    vocabularies; a random model predicting one): the label says which id, never fails."""
+    from explorer.ui.layers import token_texts
+
+    class Short(app_helpers.WordTokenizer):
+        def convert_ids_to_tokens(self, ids):
+            return [None if i >= 32 else f"w{i}" for i in ids]
+
+    texts = token_texts(Short(), torch.tensor([[3, 40], [40, 3]]))
+    assert texts.tolist() == [["w3", "⟨id 40⟩"], ["⟨id 40⟩", "w3"]]

@@ -79,3 +79,45 @@ def test_click_to_ablate_then_patch_with_a_hostile_prompt(app_server, page,
     assert main.locator('img[src="x"]').count() == 0
     assert main.locator(".katex").count() == 0  # $x$ is not typeset
     page.screenshot(path=str(screenshot_dir / "interventions-patching.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_t5_dir(tmp_path_factory):
+    """A tiny random T5 saved as safetensors with the byte tokenizer."""
+    import torch
+    from test_positional_e2e import VOCAB, byte_tokenizer
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config(
+        d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=2, num_heads=4,
+        vocab_size=VOCAB, relative_attention_num_buckets=8, relative_attention_max_distance=20,
+        decoder_start_token_id=0))
+    directory = tmp_path_factory.mktemp("tiny-t5-interventions")
+    model.save_pretrained(directory, safe_serialization=True)
+    byte_tokenizer(directory)
+    return directory
+
+
+def test_t5_ablates_a_cross_attention_head_by_clicking(app_server, page, screenshot_dir,
+                                                       tiny_t5_dir) -> None:
+    """A T5 from a local directory: pick its decoder cross-attention, click a head on the map,
+    see the decoder's next token before and after."""
+    from test_positional_e2e import load_local
+
+    page.set_viewport_size({"width": 1400, "height": 2200})
+    page.goto(f"{app_server['url']}/interventions?"
+              f"{urllib.parse.urlencode({'prompt': SHORT_HOSTILE})}")
+    wait_idle(page, 180_000)
+    load_local(page, tiny_t5_dir)  # a local path never comes from a link: load it here
+    wait_idle(page, 180_000)
+    panel(page).get_by_text("Decoder cross-attention").first.click()
+    wait_idle(page)
+    head_map = panel(page).locator(VEGA).first
+    head_map.locator("canvas, svg").first.wait_for(timeout=60_000)
+    assert click_until(page, head_map, lambda: "cross-attention head L" in panel(
+        page).inner_text().replace("\\", ""), ((0.3, 0.5), (0.45, 0.3), (0.2, 0.7)))
+    page.get_by_text("Next decoder token after the decoder text: before and after").first.wait_for()
+    assert_no_exception(page)
+    assert page.locator('[data-testid="stMain"] img[src="x"]').count() == 0
+    page.screenshot(path=str(screenshot_dir / "interventions-t5.png"), full_page=True)
