@@ -32,6 +32,7 @@ from explorer.nn.norms import RMSNorm
 from explorer.ui.gate import heavy_work
 from explorer.ui.interventions import or_message
 from explorer.ui.resources import model_label
+from explorer.ui.url_state import in_url
 from explorer.ui.widgets import chips_for, escape_markdown, prompt_box, tokenize
 from explorer.viz.lab import residual_path_dot, tensor_heatmap
 from explorer.viz.positional import bar_chart, line_chart
@@ -50,7 +51,7 @@ LORA_BUDGET_S = 4.0  # per run: a busy server stops early rather than hold a vis
 
 def ffn_section(lm: Any) -> None:
     u = st.slider("Value u that the gated units multiply by", -2.0, 2.0, 1.0, 0.25,
-                  key="lab_ffn_u")
+                  **in_url("lab_ffn_u"))
     x = torch.linspace(-4, 4, 161)
     curves = ffn_curves(x, u)
     st.plotly_chart(line_chart(x, curves, title="One hidden unit of each feed-forward type",
@@ -73,7 +74,7 @@ def norms_section(lm: Any) -> None:
                                  (cols[1], "post", "Post-norm (original Transformer, BERT)")):
         col.markdown(f"**{title}**")
         col.graphviz_chart(residual_path_dot(position), width="stretch")
-    n_layers = st.slider("Blocks in the tiny stack", 2, 24, 12, key="lab_norm_layers")
+    n_layers = st.slider("Blocks in the tiny stack", 2, 24, 12, **in_url("lab_norm_layers"))
     norms = {f"{p}-norm": residual_norms(p, n_layers=n_layers) for p in ("pre", "post")}
     st.plotly_chart(line_chart(list(range(n_layers)), norms,
                                title="Size of the residual stream after each block",
@@ -92,10 +93,10 @@ def norms_section(lm: Any) -> None:
 def sequence_section() -> None:
     cols = st.columns(3)
     n = cols[0].select_slider("Tokens n", [16, 64, 256, 1024, 4096], value=1024,
-                              key="lab_seq_n")
-    d = cols[1].select_slider("Width d", [64, 256, 1024], value=256, key="lab_seq_d")
+                              **in_url("lab_seq_n"))
+    d = cols[1].select_slider("Width d", [64, 256, 1024], value=256, **in_url("lab_seq_d"))
     window = cols[2].select_slider("Local window", [4, 16, 64, 256], value=64,
-                                   key="lab_seq_w")
+                                   **in_url("lab_seq_w"))
     rows = sequence_costs(n, d, window)
     st.dataframe(pd.DataFrame({
         "layer": [r.layer for r in rows],
@@ -146,11 +147,11 @@ def sequence_section() -> None:
 def moe_section(lm: Any) -> None:
     text = prompt_box("Prompt", page_key="lab_moe", height=70)
     cols = st.columns(4)
-    n_experts = cols[0].slider("Experts E", 2, 16, 8, key="lab_moe_e")
-    top_k = cols[1].slider("Top-k", 1, min(4, n_experts), min(2, n_experts), key="lab_moe_k")
+    n_experts = cols[0].slider("Experts E", 2, 16, 8, **in_url("lab_moe_e"))
+    top_k = cols[1].slider("Top-k", 1, min(4, n_experts), min(2, n_experts), **in_url("lab_moe_k"))
     source = cols[2].radio("Token vectors", ["loaded model's embeddings", "the MoE's own"],
-                           key="lab_moe_src")
-    seed = cols[3].number_input("Router seed", 0, 10_000, 0, key="lab_moe_seed")
+                           **in_url("lab_moe_src"))
+    seed = cols[3].number_input("Router seed", 0, 10_000, 0, **in_url("lab_moe_seed"))
     has_embeddings = lm.tokenizer is not None and hasattr(getattr(lm.model, "embed", None),
                                                           "tokens")
     if has_embeddings:
@@ -216,8 +217,8 @@ def _lora_table(label: str, which: tuple[str, ...], rank: int, _model: Any) -> t
 def lora_section(lm: Any) -> None:
     cols = st.columns([2, 1])
     which = cols[0].multiselect("Projections to adapt", PROJECTIONS, default=["q", "v"],
-                                key="lab_lora_which")
-    rank = cols[1].select_slider("Rank r", LORA_RANKS, value=8, key="lab_lora_rank")
+                                **in_url("lab_lora_which"))
+    rank = cols[1].select_slider("Rank r", LORA_RANKS, value=8, **in_url("lab_lora_rank"))
     if not which:
         st.info("Pick at least one projection.")
         return

@@ -33,6 +33,7 @@ from explorer.analysis.lab_attention import (
 from explorer.config import ModelConfig
 from explorer.nn import build_model
 from explorer.nn.attention import attention_pattern
+from explorer.ui.url_state import in_url
 from explorer.ui.widgets import escape_markdown
 from explorer.viz.attention import head_small_multiples
 from explorer.viz.lab import mask_grid, tensor_heatmap
@@ -47,7 +48,7 @@ D_K_CHOICES = [2**i for i in range(11)]  # 1 .. 1024
 def example_tokens() -> list[str]:
     """The example's tokens (at most `MAX_TOKENS`, at least 2), typed by the visitor."""
     text = st.text_input("Tokens (separated by spaces)", DEFAULT_TOKENS, max_chars=200,
-                         key="lab_tokens",
+                         **in_url("lab_tokens"),
                          help=f"Up to {MAX_TOKENS} tokens; each one becomes a row of Q, K, V.")
     tokens = text.split()[:MAX_TOKENS]
     if len(text.split()) > MAX_TOKENS:
@@ -94,17 +95,17 @@ def example_section(tokens: list[str]) -> None:
     labels = token_labels(tokens)
     n = len(tokens)
     top = st.columns([1, 1, 1, 1])
-    d_k = top[0].slider("d_k (dimension of q and k)", 1, 8, 4, key="lab_sdpa_dk")
-    source = top[1].radio("Q, K, V", ["random", "typed"], horizontal=True, key="lab_sdpa_src",
+    d_k = top[0].slider("d_k (dimension of q and k)", 1, 8, 4, **in_url("lab_sdpa_dk"))
+    source = top[1].radio("Q, K, V", ["random", "typed"], horizontal=True, **in_url("lab_sdpa_src"),
                           help="Random: drawn from N(0, 1) with the seed. Typed: edit the "
                                "tables below (they start from the random values).")
-    seed = top[2].number_input("Seed", 0, 10_000, 0, key="lab_sdpa_seed")
-    kind = top[3].selectbox("Mask", MASKS, index=2, key="lab_sdpa_mask")
+    seed = top[2].number_input("Seed", 0, 10_000, 0, **in_url("lab_sdpa_seed"))
+    kind = top[3].selectbox("Mask", MASKS, index=2, **in_url("lab_sdpa_mask"))
     padding, window = 0, 1
     if kind == "padding":
-        padding = st.slider("Padding tokens at the end", 0, n - 1, 1, key="lab_sdpa_pad")
+        padding = st.slider("Padding tokens at the end", 0, n - 1, 1, **in_url("lab_sdpa_pad"))
     elif kind == "local window":
-        window = st.slider("Window (|i − j| ≤ w)", 0, n - 1, 1, key="lab_sdpa_win")
+        window = st.slider("Window (|i − j| ≤ w)", 0, n - 1, 1, **in_url("lab_sdpa_win"))
     q, k, v = random_qkv(n, d_k, int(seed))
     if source == "typed":
         st.caption("Edit any cell; the attention below recomputes.")
@@ -170,8 +171,8 @@ def _curves(n_keys: int) -> Any:
 def scaling_section() -> None:
     """The largest softmax weight and the entropy against d_k, with and without scaling."""
     cols = st.columns([2, 1])
-    d_k = cols[0].select_slider("d_k", D_K_CHOICES, value=64, key="lab_scale_dk")
-    n_keys = cols[1].slider("Keys", 4, 64, 16, key="lab_scale_keys")
+    d_k = cols[0].select_slider("d_k", D_K_CHOICES, value=64, **in_url("lab_scale_dk"))
+    n_keys = cols[1].slider("Keys", 4, 64, 16, **in_url("lab_scale_keys"))
     curves = _curves(n_keys)
     i = curves.d_k.index(d_k)
     metrics = st.columns(4)
@@ -202,8 +203,8 @@ def masks_section(tokens: list[str], lm: Any) -> None:
     n = len(tokens)
     cols = st.columns(2)
     padding = cols[0].slider("Padding tokens at the end", 0, n - 1, min(2, n - 1),
-                             key="lab_mask_pad")
-    window = cols[1].slider("Local window w (|i − j| ≤ w)", 0, n - 1, 1, key="lab_mask_win")
+                             **in_url("lab_mask_pad"))
+    window = cols[1].slider("Local window w (|i − j| ≤ w)", 0, n - 1, 1, **in_url("lab_mask_win"))
     masks = {"padding": mask_pattern("padding", n, padding),
              "causal": mask_pattern("causal", n),
              f"local window (w = {window})": mask_pattern("local window", n, window=window)}
@@ -227,11 +228,11 @@ def heads_section(tokens: list[str], lm: Any) -> None:
     labels = token_labels(tokens)
     n = len(tokens)
     cols = st.columns(3)
-    d_model = cols[0].select_slider("d_model", [8, 16, 32, 64], value=16, key="lab_heads_d")
+    d_model = cols[0].select_slider("d_model", [8, 16, 32, 64], value=16, **in_url("lab_heads_d"))
     n_heads = cols[1].select_slider("heads", [h for h in (1, 2, 4, 8) if d_model % h == 0],
-                                    value=4, key="lab_heads_h")
+                                    value=4, **in_url("lab_heads_h"))
     n_kv = cols[2].select_slider("key/value heads", [g for g in (1, 2, 4, 8) if n_heads % g == 0],
-                                 value=n_heads, key="lab_heads_g")
+                                 value=n_heads, **in_url("lab_heads_g"))
     torch.manual_seed(0)
     tiny = ModelConfig(d_model=d_model, n_heads=n_heads, n_kv_heads=n_kv, d_mlp=2 * d_model,
                        d_vocab=MAX_TOKENS, n_ctx=MAX_TOKENS, n_layers=1, name="lab-tiny")
