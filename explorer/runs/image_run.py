@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from explorer.analysis.attention import attention_rollout
-from explorer.analysis.geometry import pca_2d
+from explorer.analysis.geometry import pca_2d, residual_norms
 from explorer.nn.capture import Capture
 
 
@@ -132,3 +132,12 @@ def caption_patterns(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     capture = Capture(names=["text.blocks.*.attn.pattern"])
     model.text_embeds(ids, capture=capture)
     return capture.cache.stack("attn.pattern", "text.")[:, 0].float().cpu()
+
+
+def stream_norms(run: ImageRun) -> dict[str, torch.Tensor]:
+    """Residual-stream norms after each block [L]: the class token's, and the mean, min
+    and max over the patches."""
+    norms = residual_norms(run.resid)  # [L, n]
+    patches = norms[:, 1:]
+    return {"class token": norms[:, 0], "patches (mean)": patches.mean(-1),
+            "patches (min)": patches.amin(-1), "patches (max)": patches.amax(-1)}

@@ -31,13 +31,14 @@ from explorer.runs.image_run import (
     patch_pca,
     query_weights,
     run_image,
+    stream_norms,
 )
 from explorer.serving import GateTimeout
 from explorer.ui.gate import VisitorGone, busy_message, heavy_work
 from explorer.ui.resources import model_label
 from explorer.ui.runs import run_store
 from explorer.ui.widgets import escape_markdown, is_new_click
-from explorer.viz import attention_heatmap, head_map_chart, unique_labels
+from explorer.viz import attention_heatmap, head_map_chart, line_chart, unique_labels
 from explorer.viz.vision import (
     attention_overlay,
     class_lens_chart,
@@ -240,12 +241,17 @@ def head_map_view(run: ImageRun, layer: int, head: int) -> None:
 def patch_geometry_view(run: ImageRun, layer: int) -> None:
     """The patches' residual stream after ``layer`` on two principal axes."""
     coords, explained = patch_pca(run, layer)
-    st.plotly_chart(patch_pca_chart(coords, run.grid, explained,
-                                    f"Patches after block {layer}"), width="stretch")
+    left, right = st.columns([3, 2])
+    left.plotly_chart(patch_pca_chart(coords, run.grid, explained,
+                                      f"Patches after block {layer}"), width="stretch")
+    right.plotly_chart(line_chart(range(run.n_layers), stream_norms(run),
+                                  "Residual stream norms", "after block", "L2 norm"),
+                       width="stretch")
     st.caption("Each dot is one patch's residual stream after this block, projected on its "
                "two main directions of variation. Dots of one colour on the left share a "
                "row of the image, on the right a column: where they group, the model keeps "
-               "track of where a patch is.")
+               "track of where a patch is. Right: the length of the residual stream after "
+               "each block, for the class token and over the patches.")
 
 
 def classifier_view(lm: Any, run: ImageRun) -> None:

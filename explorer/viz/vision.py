@@ -151,14 +151,14 @@ def patch_pca_chart(coords: Any, grid: tuple[int, int], explained: Any,
         raise ValueError(f"expected coords [{gh * gw}, 2], got {points.shape}")
     rows, cols = np.divmod(np.arange(gh * gw), gw)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("coloured by row", "coloured by column"),
-                        horizontal_spacing=0.08)
+                        horizontal_spacing=0.2)
     for i, (colour, name, span) in enumerate(((rows, "row", gh), (cols, "column", gw))):
         fig.add_trace(go.Scatter(
             x=points[:, 0], y=points[:, 1], mode="markers",
             marker={"color": colour, "colorscale": "Viridis", "cmin": 0,
                     "cmax": max(span - 1, 1), "size": 7,
-                    "colorbar": {"title": {"text": name}, "x": 0.46 if i == 0 else 1.0,
-                                 "len": 0.9}},
+                    "colorbar": {"title": {"text": name}, "x": 0.41 if i == 0 else 1.01,
+                                 "len": 0.9, "thickness": 12}},
             customdata=np.stack([rows, cols], axis=-1), showlegend=False,
             hovertemplate="patch row %{customdata[0]}, col %{customdata[1]}<extra></extra>",
         ), row=1, col=i + 1)

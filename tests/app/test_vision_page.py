@@ -114,7 +114,7 @@ def test_upload_and_bad_files(app, tiny_dirs) -> None:
         app.run()
         assert not app.exception and not app.error
         assert any("40 x 30 pixels" in c.value for c in app.caption)
-        assert len(figures(app)) == 5  # overlay, rollout, patch PCA, classes, lens
+        assert len(figures(app)) == 6  # overlay, rollout, patch PCA, norms, classes, lens
         app.file_uploader(key="vision_upload").set_value(
             ("bad <b>.png", b"GIF89a not really", "image/png"))
         app.run()

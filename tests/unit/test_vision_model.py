@@ -95,3 +95,15 @@ def test_clip_shapes_and_prefixes() -> None:
     torch.testing.assert_close(logits, model.similarity(image, text))
     cosine = torch.nn.functional.cosine_similarity(image[1], text[0], dim=0)
     torch.testing.assert_close(logits[1, 0], cosine * model.logit_scale.exp())
+
+
+def test_stream_norms_of_an_image_run() -> None:
+    from explorer.runs.image_run import run_image, stream_norms
+
+    model = _vit()
+    run = run_image(model, torch.randn(1, 3, 16, 16))
+    norms = stream_norms(run)
+    resid = run.resid
+    torch.testing.assert_close(norms["class token"], resid[:, 0].norm(dim=-1))
+    torch.testing.assert_close(norms["patches (max)"], resid[:, 1:].norm(dim=-1).amax(-1))
+    assert (norms["patches (min)"] <= norms["patches (mean)"]).all()
