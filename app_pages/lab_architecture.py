@@ -7,6 +7,7 @@ import streamlit as st
 
 from explorer.ui import lab_architecture as lab
 from explorer.ui import page_header, require_model
+from explorer.ui.export import begin_page, share_panel
 
 page_header(
     "Architecture lab",
@@ -15,6 +16,8 @@ page_header(
     "next to the loaded model's own choices.",
 )
 lm = require_model()
+begin_page("Architecture lab")
+share_panel(lm)
 
 st.header("Feed-forward: the nonlinearity")
 st.markdown(

@@ -7,6 +7,7 @@ import streamlit as st
 
 from explorer.ui import lab_attention as lab
 from explorer.ui import page_header, require_model
+from explorer.ui.export import begin_page, share_panel
 
 page_header(
     "Attention lab",
@@ -15,6 +16,8 @@ page_header(
     "`explorer.nn` code that runs the real models.",
 )
 lm = require_model()
+begin_page("Attention lab")
+share_panel(lm)
 tokens = lab.example_tokens()
 
 st.header("Scaled dot-product attention, step by step")

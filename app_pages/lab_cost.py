@@ -7,6 +7,7 @@ import streamlit as st
 
 from explorer.ui import lab_cost as calc
 from explorer.ui import page_header, require_model
+from explorer.ui.export import begin_page, share_panel
 
 page_header(
     "Cost calculator",
@@ -18,6 +19,8 @@ page_header(
     "cache against a real cache).",
 )
 lm = require_model()
+begin_page("Cost calculator")
+share_panel(lm)
 cfg, inputs = calc.sized_config(lm)
 if cfg is None:
     st.stop()

@@ -7,6 +7,7 @@ import streamlit as st
 
 from explorer.ui import page_header, require_model
 from explorer.ui import vision as ui
+from explorer.ui.export import begin_page, share_panel
 from explorer.ui.widgets import escape_markdown
 
 page_header(
@@ -18,6 +19,8 @@ page_header(
     "(Radford et al. 2021).",
 )
 lm = require_model(images=True)
+begin_page("Image attention")
+share_panel(lm)
 cfg = lm.config
 
 picked = ui.image_input()

@@ -99,6 +99,18 @@ def show_chart(figure: Any, *, key: str, csv: bool = True, slot: str | None = No
     return result
 
 
+def show_in(container: Any, vega: bool = False) -> Callable[..., Any]:
+    """:func:`show_chart` (or :func:`show_vega`) drawn inside ``container`` (a column, a
+    tab), its CSV button with it: ``show_in(left)(figure, key=...)``."""
+    show = show_vega if vega else show_chart
+
+    def draw(figure: Any, **kwargs: Any) -> Any:
+        with container:
+            return show(figure, **kwargs)
+
+    return draw
+
+
 def show_vega(chart: Any, *, key: str, csv: bool = True, **kwargs: Any) -> Any:
     """``st.vega_lite_chart`` of a spec dict or an Altair chart (its menu saves SVG/PNG),
     kept for the report; ``csv`` adds a download of its data rows."""

@@ -29,6 +29,7 @@ from explorer.analysis.lab_efficient import (
 from explorer.analysis.params import format_count
 from explorer.nn import build_model
 from explorer.nn.norms import RMSNorm
+from explorer.ui.export import show_chart, show_in
 from explorer.ui.gate import heavy_work
 from explorer.ui.interventions import or_message
 from explorer.ui.resources import model_label
@@ -54,7 +55,7 @@ def ffn_section(lm: Any) -> None:
                   **in_url("lab_ffn_u"))
     x = torch.linspace(-4, 4, 161)
     curves = ffn_curves(x, u)
-    st.plotly_chart(line_chart(x, curves, title="One hidden unit of each feed-forward type",
+    show_chart(line_chart(x, curves, title="One hidden unit of each feed-forward type",
                                x_title="x (the unit's input)", y_title="output",
                                note=f"gated units: activation(x) · u with u = {u:g}"),
                     key="lab_ffn_curves")
@@ -76,7 +77,7 @@ def norms_section(lm: Any) -> None:
         col.graphviz_chart(residual_path_dot(position), width="stretch")
     n_layers = st.slider("Blocks in the tiny stack", 2, 24, 12, **in_url("lab_norm_layers"))
     norms = {f"{p}-norm": residual_norms(p, n_layers=n_layers) for p in ("pre", "post")}
-    st.plotly_chart(line_chart(list(range(n_layers)), norms,
+    show_chart(line_chart(list(range(n_layers)), norms,
                                title="Size of the residual stream after each block",
                                x_title="block", y_title="mean ‖x‖",
                                note="random tiny stacks from explorer.nn (d_model 64): post-norm "
@@ -138,7 +139,7 @@ def sequence_section() -> None:
                           + ("" if timings.complete else "; longer lengths skipped to stay "
                                                          "under the time cap"))
     fig.update_xaxes(type="log")
-    st.plotly_chart(fig, key="lab_seq_chart")
+    show_chart(fig, key="lab_seq_chart")
 
 
 # --------------------------------------------------------------------------- MoE
@@ -179,14 +180,14 @@ def moe_section(lm: Any) -> None:
     experts = [f"E{e}" for e in range(n_experts)]
     left, right = st.columns([3, 2])
     chosen = torch.where(routing.assignment > 0, routing.assignment, torch.nan)
-    left.plotly_chart(tensor_heatmap(chosen, labels, experts,
+    show_in(left)(tensor_heatmap(chosen, labels, experts,
                                      "Which experts each token goes to",
                                      note=f"cell: the expert's mixing weight (top-{top_k}, "
                                           "renormalised); blank: not chosen",
                                      row_title="token", col_title="expert", diverging=False,
                                      digits=2 if len(ids) * n_experts <= 400 else None),
                       key="lab_moe_map")
-    right.plotly_chart(bar_chart(experts, {"share of routing slots f": routing.load,
+    show_in(right)(bar_chart(experts, {"share of routing slots f": routing.load,
                                            "mean router probability P": routing.mean_prob},
                                  title="Load per expert", x_title="expert", y_title="share",
                                  note=f"even load: 1/E = {1 / n_experts:.3f}"),
@@ -258,7 +259,7 @@ def lora_section(lm: Any) -> None:
     series = {f"LoRA r = {run_rank} on {', '.join(run_which)} "
               f"({lora_run.trainable:,} trained)": padded(lora_run.losses),
               f"full fine-tuning ({full_run.trainable:,} trained)": padded(full_run.losses)}
-    st.plotly_chart(line_chart(list(range(1, steps + 1)), series,
+    show_chart(line_chart(list(range(1, steps + 1)), series,
                                title="Training loss (cross-entropy of the next token)",
                                x_title="step", y_title="loss",
                                note=f"{lora_run.seconds + full_run.seconds:.1f} s on this "

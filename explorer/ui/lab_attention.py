@@ -33,6 +33,7 @@ from explorer.analysis.lab_attention import (
 from explorer.config import ModelConfig
 from explorer.nn import build_model
 from explorer.nn.attention import attention_pattern
+from explorer.ui.export import show_chart, show_in
 from explorer.ui.url_state import in_url
 from explorer.ui.widgets import escape_markdown
 from explorer.viz.attention import head_small_multiples
@@ -127,7 +128,7 @@ def show_steps(steps: AttentionSteps, labels: list[str], kind: str) -> None:
     d = steps.q.shape[1]
     row = st.columns(3)
     for col, name, t in zip(row, "QKV", (steps.q, steps.k, steps.v), strict=True):
-        col.plotly_chart(tensor_heatmap(t, labels, dims(d), f"{name} {shape(t)}",
+        show_in(col)(tensor_heatmap(t, labels, dims(d), f"{name} {shape(t)}",
                                         row_title="token", col_title="dimension"),
                          key=f"lab_sdpa_{name}")
     st.markdown(
@@ -140,16 +141,16 @@ def show_steps(steps: AttentionSteps, labels: list[str], kind: str) -> None:
     matrices = [("1. Q Kᵀ", steps.scores), (f"2. ÷ √{d}", steps.scaled),
                 ("3. + mask M", steps.masked)]
     for col, (title, t) in zip(row, matrices, strict=True):
-        col.plotly_chart(tensor_heatmap(t, labels, labels, f"{title} {shape(t)}",
+        show_in(col)(tensor_heatmap(t, labels, labels, f"{title} {shape(t)}",
                                         row_title="query", col_title="key"),
                          key=f"lab_sdpa_{title[0]}")
     row = st.columns([1, 1, 1])
-    row[0].plotly_chart(tensor_heatmap(steps.weights, labels, labels,
+    show_in(row[0])(tensor_heatmap(steps.weights, labels, labels,
                                        f"4. softmax: weights {shape(steps.weights)}",
                                        note="each row sums to 1", row_title="query",
                                        col_title="key", diverging=False),
                         key="lab_sdpa_weights")
-    row[1].plotly_chart(tensor_heatmap(steps.out, labels, dims(d),
+    show_in(row[1])(tensor_heatmap(steps.out, labels, dims(d),
                                        f"5. output = weights · V {shape(steps.out)}",
                                        row_title="token", col_title="dimension"),
                         key="lab_sdpa_out")
@@ -187,11 +188,11 @@ def scaling_section() -> None:
         fig = line_chart(curves.d_k, stat, title=title, x_title="d_k", y_title=y,
                          marker_x=d_k, note=f"mean over 256 random queries, {n_keys} keys")
         fig.update_xaxes(type="log")
-        col.plotly_chart(fig, key=f"lab_scale_{y}")
+        show_in(col)(fig, key=f"lab_scale_{y}")
     q, k, _ = random_qkv(1, d_k, seed=d_k, m=n_keys)
     rows = {name: attention_pattern(q[None], k[None], scale=scale)[0, 0]
             for name, scale in ((SCALED, d_k ** -0.5), (UNSCALED, 1.0))}
-    st.plotly_chart(bar_chart(list(range(n_keys)), rows, title=f"One query's weights at d_k = "
+    show_chart(bar_chart(list(range(n_keys)), rows, title=f"One query's weights at d_k = "
                               f"{d_k}", x_title="key", y_title="weight"), key="lab_scale_row")
 
 
@@ -208,7 +209,7 @@ def masks_section(tokens: list[str], lm: Any) -> None:
     masks = {"padding": mask_pattern("padding", n, padding),
              "causal": mask_pattern("causal", n),
              f"local window (w = {window})": mask_pattern("local window", n, window=window)}
-    st.plotly_chart(mask_grid(masks, labels, "Which query (row) sees which key (column)"),
+    show_chart(mask_grid(masks, labels, "Which query (row) sees which key (column)"),
                     key="lab_masks")
     st.markdown("\n".join(f"- **{mask}**: {use}" for mask, use in MASK_USES.items()))
     cfg = lm.config
@@ -246,13 +247,13 @@ def heads_section(tokens: list[str], lm: Any) -> None:
     d_head = tiny.d_head
     head_cols = [f"h{h}·{j}" for h in range(n_heads) for j in range(d_head)]
     left, right = st.columns(2)
-    left.plotly_chart(tensor_heatmap(split.q_flat, labels, head_cols,
+    show_in(left)(tensor_heatmap(split.q_flat, labels, head_cols,
                                      f"Q = x W_Qᵀ {shape(split.q_flat)}",
                                      note=f"columns h·j: dimension j of head h "
                                           f"({n_heads} heads × {d_head})",
                                      row_title="token", col_title="column", digits=None),
                       key="lab_heads_q")
-    right.plotly_chart(tensor_heatmap(split.concat, labels, head_cols,
+    show_in(right)(tensor_heatmap(split.concat, labels, head_cols,
                                       f"heads concatenated {shape(split.concat)}",
                                       note="each head's weighted values, side by side again",
                                       row_title="token", col_title="column", digits=None),
@@ -260,7 +261,7 @@ def heads_section(tokens: list[str], lm: Any) -> None:
     fig = head_small_multiples(split.pattern, labels, head_labels=[
         f"head {h} (reads K/V head {h // (n_heads // n_kv)})" for h in range(n_heads)],
         scale="linear")
-    st.plotly_chart(fig, key="lab_heads_patterns")
+    show_chart(fig, key="lab_heads_patterns")
     error = float((split.out - fused).abs().max())
     st.caption(f"Step by step, the output [n, d_model] = {shape(split.out)} equals the "
                f"module's own fused forward (largest difference {error:.1e}).")

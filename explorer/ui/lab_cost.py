@@ -22,6 +22,7 @@ from explorer.analysis.cost import (
 )
 from explorer.analysis.params import format_count, parameter_counts
 from explorer.config import ModelConfig
+from explorer.ui.export import show_in, show_vega
 from explorer.ui.resources import model_label
 from explorer.viz.params import parameter_bar_chart
 from explorer.viz.positional import line_chart
@@ -107,7 +108,7 @@ def parameters_view(lm: Any, cfg: ModelConfig) -> None:
                    "SwiGLU, GeGLU). Biases, norms, positions and an untied unembedding add "
                    "their own terms, all counted in the total.")
     with right:
-        st.altair_chart(parameter_bar_chart(formula), width="stretch")
+        show_vega(parameter_bar_chart(formula), width="stretch", key="lab_cost_parameter_bar_chart")
 
 
 def costs_view(cfg: ModelConfig, inputs: dict[str, int]) -> None:
@@ -157,9 +158,9 @@ def curves(cfg: ModelConfig, inputs: dict[str, int], variants: dict[str, int | N
                      y_title="FLOPs", log_y=True, marker_x=n,
                      note="the attention term grows with n; a window caps it")
     fig.update_xaxes(type="log")
-    left.plotly_chart(fig, key="lab_cost_flops")
+    show_in(left)(fig, key="lab_cost_flops")
     fig = line_chart(lengths, {k: np.array(v, dtype=float) / 2**20 for k, v in memory.items()},
                      title="Memory vs context", x_title="tokens n", y_title="MiB", log_y=True,
                      marker_x=n, note="attention matrix: n² per layer; KV cache: n")
     fig.update_xaxes(type="log")
-    right.plotly_chart(fig, key="lab_cost_memory")
+    show_in(right)(fig, key="lab_cost_memory")

@@ -34,9 +34,11 @@ from explorer.runs.image_run import (
     stream_norms,
 )
 from explorer.serving import GateTimeout
+from explorer.ui.export import show_chart, show_in, show_vega
 from explorer.ui.gate import VisitorGone, busy_message, heavy_work
 from explorer.ui.resources import model_label
 from explorer.ui.runs import run_store
+from explorer.ui.url_state import in_url
 from explorer.ui.widgets import escape_markdown, is_new_click
 from explorer.viz import attention_heatmap, head_map_chart, line_chart, unique_labels
 from explorer.viz.vision import (
@@ -97,9 +99,9 @@ def image_input() -> tuple[Image.Image, str] | None:
     """(RGB image, a digest that identifies it) from an upload or a drawn sample; a refused
     upload shows why and returns None."""
     source = st.radio("Image", ["Drawn sample", "Upload"], horizontal=True,
-                      key="vision_source")
+                      **in_url("vision_source"))
     if source == "Drawn sample":
-        name = st.selectbox("Sample", list(SAMPLES), key="vision_sample",
+        name = st.selectbox("Sample", list(SAMPLES), **in_url("vision_sample"),
                             help="Simple drawings made by the app: no photographs ship with "
                                  "its packages. Upload a photo to see a trained model at work.")
         return sample_image(name), f"sample:{name}"
@@ -179,13 +181,13 @@ def sync_from_clicks(run: ImageRun) -> None:
 def controls(run: ImageRun) -> tuple[int, int, int]:
     """Layer, head (MEAN_OF_HEADS for the mean) and query position widgets."""
     columns = st.columns(3)
-    columns[0].selectbox("Layer", range(run.n_layers - 1, -1, -1), key=LAYER_KEY,
+    columns[0].selectbox("Layer", range(run.n_layers - 1, -1, -1), **in_url(LAYER_KEY),
                          help="Blocks from the last (the one the output reads) to the first.")
-    columns[1].selectbox("Head", (MEAN_OF_HEADS, *range(run.n_heads)), key=HEAD_KEY,
+    columns[1].selectbox("Head", (MEAN_OF_HEADS, *range(run.n_heads)), **in_url(HEAD_KEY),
                          format_func=lambda h: "mean of heads" if h == MEAN_OF_HEADS
                          else f"head {h}")
     columns[2].selectbox("Attention from", range(1 + run.grid[0] * run.grid[1]),
-                         key=QUERY_KEY, format_func=lambda i: patch_label(i, run.grid),
+                         **in_url(QUERY_KEY), format_func=lambda i: patch_label(i, run.grid),
                          help="The class token, or any patch (click one on the image).")
     return (st.session_state[LAYER_KEY], st.session_state[HEAD_KEY],
             st.session_state[QUERY_KEY])
@@ -210,13 +212,14 @@ def attention_views(lm: Any, run: ImageRun, prepared: Image.Image, layer: int, h
                                 f"From the {patch_label(query, run.grid)}; "
                                 f"{own:.1%} of it goes to the class token (not drawn)",
                                 query=marker)
-        st.plotly_chart(fig, key=OVERLAY_KEY, on_select="rerun", selection_mode="points",
+        show_chart(fig, key=OVERLAY_KEY, csv=False, on_select="rerun", selection_mode="points",
                         width="stretch")
     with right:
         rollout = class_rollout(run, layer)
-        st.plotly_chart(attention_overlay(
+        show_chart(attention_overlay(
             prepared, rollout, f"Attention rollout to layer {layer}",
-            "Class token, heads averaged, residual as half of each layer"), width="stretch")
+            "Class token, heads averaged, residual as half of each layer"), width="stretch",
+            key="vision_rollout_overlay", csv=False)
     st.caption(f"The image is cut into {gh} x {gw} patches of {lm.config.patch_size} x "
                f"{lm.config.patch_size} pixels; each patch is one position after the class "
                "token. Rollout (Abnar & Zuidema 2020) multiplies the layers' head-averaged "
@@ -226,13 +229,13 @@ def attention_views(lm: Any, run: ImageRun, prepared: Image.Image, layer: int, h
 
 def head_map_view(run: ImageRun, layer: int, head: int) -> None:
     """Layer x head map of one score over the class token and patches; click a head."""
-    score = st.selectbox("Colour heads by", list(VISION_SCORES), key="vision_score",
+    score = st.selectbox("Colour heads by", list(VISION_SCORES), **in_url("vision_score"),
                          format_func=VISION_SCORES.get)
     scores = head_scores(run.patterns, score)
     selected = (layer, head) if head != MEAN_OF_HEADS else None
     chart = head_map_chart(scores, VISION_SCORES[score], selected,
                            reverse=not HEAD_SCORES[score].higher_is_role)
-    st.altair_chart(chart.properties(height=min(max(22 * run.n_layers + 40, 200), 480)),
+    show_vega(chart.properties(height=min(max(22 * run.n_layers + 40, 200), 480)),
                     on_select="rerun", selection_mode="head", key=MAP_KEY, width="stretch")
     st.caption(HEAD_SCORES[score].description.replace("(BOS/[CLS])", "(the class token)")
                + " Distances count positions in the patch sequence (row by row).")
@@ -242,11 +245,12 @@ def patch_geometry_view(run: ImageRun, layer: int) -> None:
     """The patches' residual stream after ``layer`` on two principal axes."""
     coords, explained = patch_pca(run, layer)
     left, right = st.columns([3, 2])
-    left.plotly_chart(patch_pca_chart(coords, run.grid, explained,
-                                      f"Patches after block {layer}"), width="stretch")
-    right.plotly_chart(line_chart(range(run.n_layers), stream_norms(run),
+    show_in(left)(patch_pca_chart(coords, run.grid, explained,
+                                      f"Patches after block {layer}"), width="stretch",
+                  key="vision_patch_pca")
+    show_in(right)(line_chart(range(run.n_layers), stream_norms(run),
                                   "Residual stream norms", "after block", "L2 norm"),
-                       width="stretch")
+                       width="stretch", key="vision_norms")
     st.caption("Each dot is one patch's residual stream after this block, projected on its "
                "two main directions of variation. Dots of one colour on the left share a "
                "row of the image, on the right a column: where they group, the model keeps "
@@ -261,12 +265,14 @@ def classifier_view(lm: Any, run: ImageRun) -> None:
     top = probs.topk(min(5, probs.numel()))
     names = [labels[i] for i in top.indices.tolist()]
     left, right = st.columns(2)
-    left.plotly_chart(probability_bars(names, top.values, "Top classes"), width="stretch")
+    show_in(left)(probability_bars(names, top.values, "Top classes"), width="stretch",
+                  key="vision_top_classes")
     lens = class_lens(lm.model, run)
     target = int(top.indices[0])
     layer_top = [labels[i] for i in lens.argmax(-1).tolist()]
-    right.plotly_chart(class_lens_chart(lens[:, target], layer_top, labels[target],
-                                        "Logit lens of the class token"), width="stretch")
+    show_in(right)(class_lens_chart(lens[:, target], layer_top, labels[target],
+                                        "Logit lens of the class token"), width="stretch",
+                   key="vision_class_lens")
 
 
 def caption_embeddings(lm: Any, captions: tuple[str, ...]) -> torch.Tensor:
@@ -280,7 +286,7 @@ def caption_embeddings(lm: Any, captions: tuple[str, ...]) -> torch.Tensor:
 
 def clip_view(lm: Any, run: ImageRun, digest: str) -> None:
     """The image against captions the user types: cosine similarity and softmax."""
-    text = st.text_area("Captions, one per line", key="vision_captions",
+    text = st.text_area("Captions, one per line", **in_url("vision_captions"),
                         value="a photo of a cat\na photo of a dog\na drawing of a boat",
                         max_chars=MAX_CAPTIONS * MAX_CAPTION_CHARS)
     captions = tuple(dict.fromkeys(line.strip() for line in text.splitlines()
@@ -302,9 +308,9 @@ def clip_view(lm: Any, run: ImageRun, digest: str) -> None:
                                  texts.to(lm.device))[0].float().cpu()
     probs = logits.softmax(-1)
     scale = lm.model.logit_scale.exp().item()
-    st.plotly_chart(probability_bars(list(captions), probs, "Zero-shot: which caption fits",
+    show_chart(probability_bars(list(captions), probs, "Zero-shot: which caption fits",
                                      f"softmax of {scale:.1f} x cosine similarity"),
-                    width="stretch")
+                    width="stretch", key="vision_zero_shot")
     st.dataframe(pd.DataFrame({"caption": list(captions),
                                "cosine": (logits / scale).tolist(),
                                "probability": probs.tolist()}), hide_index=True)
@@ -315,14 +321,15 @@ def clip_view(lm: Any, run: ImageRun, digest: str) -> None:
 def caption_attention_view(lm: Any, captions: tuple[str, ...]) -> None:
     """One caption's attention in CLIP's text tower, as on the text pages (causal: each
     token sees itself and the tokens before it; the last, end-of-text, token is read)."""
-    caption = st.selectbox("Caption", captions, key="vision_text_caption")
+    caption = st.selectbox("Caption", captions, **in_url("vision_text_caption"))
     ids = lm.encode(caption)
     with heavy_work("caption attention"):
         patterns = caption_patterns(lm.model, ids)
     columns = st.columns(2)
-    layer = columns[0].selectbox("Text layer", range(patterns.shape[0]), key="vision_text_layer")
-    head = columns[1].selectbox("Text head", range(patterns.shape[1]), key="vision_text_head")
+    layer = columns[0].selectbox("Text layer", range(patterns.shape[0]),
+                                 **in_url("vision_text_layer"))
+    head = columns[1].selectbox("Text head", range(patterns.shape[1]), **in_url("vision_text_head"))
     labels = unique_labels(lm.tokens(ids))
-    st.plotly_chart(attention_heatmap(patterns[layer, head], labels, labels,
+    show_chart(attention_heatmap(patterns[layer, head], labels, labels,
                                       f"Text tower, layer {layer}, head {head}"),
-                    width="stretch")
+                    width="stretch", key="vision_text_attention")

@@ -37,7 +37,8 @@ def charts_drawn(page, n: int) -> None:
 
 
 def upload(page, name: str, data: bytes, mime: str) -> None:
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+    main = page.locator('[data-testid="stMain"]')  # the sidebar has its own upload box
+    main.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
         {"name": name, "mimeType": mime, "buffer": data})
     page.wait_for_timeout(800)
     wait_idle(page)
@@ -57,7 +58,7 @@ def test_image_page_in_the_browser(page, app_server, tiny_dirs, screenshot_dir) 
     assert page.locator(f"{CHART} .layer-above image, {CHART} image").count() >= 2
     page.screenshot(path=str(screenshot_dir / "vision-vit-sample.png"), full_page=True)
 
-    page.get_by_text("Upload", exact=True).click()
+    main.get_by_test_id("stRadioGroup").get_by_text("Upload", exact=True).click()
     wait_idle(page)
     buffer = io.BytesIO()
     Image.new("RGB", (64, 48), (30, 120, 200)).save(buffer, format="PNG")
