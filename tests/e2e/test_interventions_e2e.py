@@ -121,3 +121,24 @@ def test_t5_ablates_a_cross_attention_head_by_clicking(app_server, page, screens
     assert_no_exception(page)
     assert page.locator('[data-testid="stMain"] img[src="x"]').count() == 0
     page.screenshot(path=str(screenshot_dir / "interventions-t5.png"), full_page=True)
+
+
+def test_a_link_reopens_the_ablation(app_server, page) -> None:
+    """The page's choices are in its URL: a link with heads and a mode shows that ablation
+    in a fresh browser, and a new choice is written back to the address bar."""
+    page.set_viewport_size({"width": 1400, "height": 2200})
+    query = urllib.parse.urlencode({"model": "smollm2-135m", "prompt": SHORT_HOSTILE,
+                                    "int_heads": ["L18H6", "L5H2"],
+                                    "int_mode": "the mean activation"}, doseq=True)
+    page.goto(f"{app_server['url']}/interventions?{query}")
+    page.get_by_text("Mean ablation of L5H2, L18H6 (means over the prompt)").first.wait_for(
+        timeout=180_000)
+    wait_idle(page)
+    assert_no_exception(page)
+    panel(page).get_by_role("radio", name="zero").check(force=True)
+    page.wait_for_timeout(500)
+    wait_idle(page)
+    params = urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)
+    assert "int_mode" not in params  # back to the default: left out of the link
+    assert sorted(params["int_heads"]) == ["L18H6", "L5H2"]
+    assert "Zero ablation of L5H2, L18H6" in panel(page).inner_text().replace("\\", "")

@@ -39,6 +39,7 @@ def test_lab_pages(page, app_server, screenshot_dir) -> None:
     page.wait_for_timeout(500)
     wait_idle(page)
     assert title.text_content() == "One query's weights at d_k = 128"
+    assert "lab_scale_dk=128" in page.url  # the choice is in the link
 
     # hostile tokens: literal tick labels, nothing interpreted
     box = page.get_by_label("Tokens (separated by spaces)", exact=True)
@@ -60,6 +61,11 @@ def test_lab_pages(page, app_server, screenshot_dir) -> None:
     page.locator(f"{CHART} .gtitle").filter(has_text="Time of one layer").wait_for()
     assert_no_exception(page)
     page.screenshot(path=str(screenshot_dir / "lab-architecture.png"), full_page=True)
+
+    # a link with a choice opens with it
+    open_page(page, app_server, "lab-attention?lab_scale_dk=256", 12)
+    assert page.locator(f"{CHART} .gtitle").filter(has_text="One query").text_content() == (
+        "One query's weights at d_k = 256")
 
     open_page(page, app_server, "lab-cost", 2)
     assert page.get_by_text("equals its real count").count() == 1
