@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_interventions import FAMILIES, T5, ids, make, tokens
 
-from explorer.config import ModelConfig
 from explorer.interventions import (
     Ablation,
     ablation_edits,
@@ -18,30 +18,11 @@ from explorer.interventions import (
     patch_grid,
     patched_outcome,
 )
-from explorer.nn import build_model
-from explorer.runs import Row, Tokens, lens, run_prompt, token_trajectory
+from explorer.runs import Row, lens, run_prompt, token_trajectory
 
-torch.set_num_threads(1)
-TINY = dict(d_model=16, n_heads=4, d_mlp=24, d_vocab=37, n_ctx=64, n_layers=3)
-LLAMA = dict(positional="rope", norm="rmsnorm", mlp="swiglu", n_kv_heads=2)
+LLAMA = FAMILIES["llama"]
 BERT = dict(kind="encoder", positional="learned", norm="layernorm", norm_position="post",
             mlp="gelu", qkv_bias=True, out_bias=True, mlp_bias=True)
-T5 = dict(kind="encoder-decoder", positional="relative", norm="rmsnorm", attn_scale=False,
-          mlp="geglu", tied_embeddings=True, n_decoder_layers=2, relative_buckets=8,
-          relative_max_distance=12)
-
-
-def make(**changes):
-    torch.manual_seed(0)
-    return build_model(ModelConfig(**{**TINY, **changes})).eval()
-
-
-def ids(n=8, seed=1):
-    return torch.randint(0, 37, (1, n), generator=torch.Generator().manual_seed(seed))
-
-
-def tokens(t):
-    return Tokens(t[0], [str(int(i)) for i in t[0]], torch.zeros(t.shape[1], dtype=torch.bool))
 
 
 def shared(model, x, y=None, edits=None):
