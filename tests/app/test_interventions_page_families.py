@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import torch
 from app_helpers import model_in_store
-from test_interventions_page import array, figures, patch_rows
+from test_interventions_page import array, figures, open_page, patch_rows
 
 from explorer.config import ModelConfig
 from explorer.nn import build_model
 
-PAGE = "app_pages/interventions.py"
 T5 = ModelConfig(d_model=16, n_heads=4, d_mlp=24, d_vocab=37, n_ctx=64, n_layers=2,
                  kind="encoder-decoder", positional="relative", norm="rmsnorm", mlp="geglu",
                  n_decoder_layers=3, name="tiny-t5", family="t5")
@@ -24,17 +23,6 @@ BERT = dict(d_model=32, n_heads=4, d_mlp=64, d_vocab=37, n_ctx=64, n_layers=2, k
             positional="learned", norm="layernorm", norm_position="post", mlp="gelu",
             qkv_bias=True, out_bias=True, mlp_bias=True)
 MASK_ID = 10  # the word "mask" under the tests' WordTokenizer
-
-
-def open_page(app, prompt: str, **state):
-    app.run()
-    app.switch_page(PAGE)
-    app.session_state["prompt_box_interventions"] = prompt
-    for key, value in state.items():
-        app.session_state[key] = value
-    app.run()
-    assert not app.exception, app.exception
-    return app
 
 
 def bars(at, key: str) -> tuple[np.ndarray, np.ndarray]:
