@@ -7,9 +7,12 @@ much of the clean behaviour comes back: ``(metric(patched) - metric(corrupt)) /
 stream entering a block at one position, one block's attention or MLP output at one
 position, and one head's output (``attn.z``) at every position.
 
-Patched runs are batched: each forward carries up to ``batch_size`` patches on its batch
-dimension, and starts at the earliest patched block from the corrupted run's residual
-stream there (blocks before a patch cannot change). Every family: T5 patches its encoder
+Patched runs are batched: each forward carries up to ``batch_size`` patched prompts' worth
+of positions, and starts at the earliest patched block from the corrupted run's residual
+stream there (blocks before a patch cannot change). A decoder-only model also skips the
+positions before the patch and before the prompts' first difference (causal attention: they
+cannot change), packing the rest of many runs into one sequence
+(`explorer.interventions.packed`). Every family: T5 patches its encoder
 (then reruns the whole decoder) or its decoder (on the corrupted run's encoder output).
 Shapes: ``L`` layers, ``N`` positions, ``H`` heads, ``B`` batch, ``V`` vocabulary.
 """
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from explorer.interventions import packed as packing
 from explorer.interventions.ablation import Metric, Outcome, outcome_of_logits
 from explorer.nn.capture import Capture, Edit
 
@@ -70,15 +74,61 @@ def _check(model: nn.Module, clean_ids: Tensor, corrupt_ids: Tensor, site: str,
                          "to position i, so both must have the same number of tokens")
 
 
-def _patch_edit(cells: list[tuple[int, int]], clean: Tensor) -> Edit:
-    """Copy ``clean`` (``[1, N, D]``: column = position; ``[1, H, N, d]``: column = head)
-    into batch row r at column c for every (r, c) in ``cells``."""
+Index = tuple[int | slice, ...]
+
+
+def _patch_edit(copies: list[tuple[Index, Index]], clean: Tensor) -> Edit:
+    """Copy ``clean[source]`` into ``t[target]`` for every (target, source) in ``copies``:
+    a batch row's position or head (``[B, N, D]``, ``[B, H, N, d]``), or a packed run's rows
+    (``[1, M, D]``, ``[1, H, M, d]``)."""
     def edit(t: Tensor) -> Tensor:
         t = t.clone()
-        for row, col in cells:
-            t[row, col] = clean[0, col].to(t.dtype)
+        for target, source in copies:
+            t[target] = clean[source].to(t.dtype)
         return t
     return edit
+
+
+def _copies(rows: list[tuple[int, int]], column: str, n: int,
+            packed: packing.PackedRuns | None) -> list[tuple[Index, Index]]:
+    """Where each (batch row, column) of one patched activation copies the clean values
+    from and to: that batch row's position or head, or, packed, that run's first row (a
+    position patch) or all its rows (a head's output from the run's start on)."""
+    if packed is None:
+        return [((row, col), (0, col)) for row, col in rows]
+    if column == "position":
+        return [((0, packed.row_at(row, col)), (0, col)) for row, col in rows]
+    return [((0, head, packed.rows_of(row)), (0, head, slice(int(packed.starts[row]), n)))
+            for row, head in rows]
+
+
+def _chunks(cells: list[tuple[int, int]], costs: list[int], budget: int) -> list[list[int]]:
+    """Split cells (in layer order) into batches of at most ``budget`` rows (``costs``:
+    each cell's). A batch starts at its earliest patched block, so whole layers share a
+    batch when they fit and a larger layer is split, never merged with a later one."""
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    by_layer: dict[int, list[int]] = {}
+    for i, (layer, _) in enumerate(cells):
+        by_layer.setdefault(layer, []).append(i)
+    for members in by_layer.values():
+        layer_cost = sum(costs[i] for i in members)
+        if current and used + layer_cost > budget:
+            chunks.append(current)
+            current, used = [], 0
+        if layer_cost <= budget:
+            current, used = current + members, used + layer_cost
+            continue
+        for i in members:  # a layer larger than a batch
+            if current and used + costs[i] > budget:
+                chunks.append(current)
+                current, used = [], 0
+            current.append(i)
+            used += costs[i]
+        chunks.append(current)
+        current, used = [], 0
+    return [*chunks, current] if current else chunks
 
 
 class _Runs:
@@ -134,6 +184,7 @@ def patch_grid(
     model: nn.Module, clean_ids: Tensor, corrupt_ids: Tensor, site: str, metric: Metric,
     batch_size: int = 32, progress: Callable[[int, int], None] | None = None,
     decoder_ids: Tensor | None = None, stack: str = "", position: int = -1,
+    packed: bool = True,
 ) -> PatchGrid:
     """Patch every (layer, column) of ``site`` from the clean run ``clean_ids`` ``[1, N]``
     into the corrupted run ``corrupt_ids`` ``[1, N]``; ``metric`` maps the read-out logits
@@ -141,40 +192,66 @@ def patch_grid(
     ``progress(done, total)`` is called after every batch.
 
     Encoder-decoder models patch one ``stack`` (``"encoder."`` or ``"decoder."``); both runs
-    read the same ``decoder_ids`` ``[1, n]`` and ``position`` is the decoder's."""
+    read the same ``decoder_ids`` ``[1, n]`` and ``position`` is the decoder's.
+
+    A decoder-only model's patched runs recompute only the positions a patch can change,
+    packed into one sequence (`explorer.interventions.packed`); ``packed=False`` reruns the
+    whole prompt for every patch (the same numbers, slower: the benchmark's baseline)."""
     _check(model, clean_ids, corrupt_ids, site, stack, decoder_ids)
     name, column = SITES[site]
     runs = _Runs(model, stack, decoder_ids, position)
     n_layers = runs.n_layers
     n = (decoder_ids if stack == "decoder." else clean_ids).shape[1]
+    packs = packed and packing.supports(model, stack, position)
+    kv_names = ["blocks.*.attn.k", "blocks.*.attn.v"] if packs else []
     clean_logits, clean_cache = runs.run_with_cache(clean_ids, [f"{stack}blocks.*.{name}"])
-    corrupt_logits, corrupt_cache = runs.run_with_cache(corrupt_ids,
-                                                        [f"{stack}blocks.*.resid_pre"])
+    corrupt_logits, corrupt_cache = runs.run_with_cache(
+        corrupt_ids, [f"{stack}blocks.*.resid_pre", *kv_names])
     runs.corrupt_memory(corrupt_ids)
     clean_metric = float(metric(clean_logits)[0])
     corrupt_metric = float(metric(corrupt_logits)[0])
     n_cols = model.cfg.n_heads if column == "head" else n
-    cells = [(layer, col) for layer in range(n_layers) for col in range(n_cols)]
-    # Batches never mix layers (unless a layer's columns are fewer than a batch): a batch
-    # starts at its earliest patched block, so mixing would rerun blocks for nothing.
-    if n_cols <= batch_size:  # whole layers per batch
-        starts = list(range(0, len(cells), batch_size // n_cols * n_cols))
-    else:  # each layer split into batches
-        starts = [layer * n_cols + c for layer in range(n_layers)
-                  for c in range(0, n_cols, batch_size)]
-    values = torch.empty(len(cells))
-    for start, end in zip(starts, [*starts[1:], len(cells)], strict=True):
-        chunk = cells[start:end]
-        first = chunk[0][0]  # cells are in layer order: the earliest patched block
+    values = torch.full((n_layers, n_cols), corrupt_metric)
+    # A decoder's patched run recomputes positions from max(patch, first difference) on;
+    # a position patch before the prompts' first difference copies what is already there,
+    # so those cells are the corrupted run's metric without a forward.
+    same = packing.first_difference(clean_ids, corrupt_ids) if packs else 0
+    if column == "position":
+        cells = [(layer, col) for layer in range(n_layers) for col in range(same, n_cols)]
+        starts = [col for _, col in cells]
+    else:
+        cells = [(layer, head) for layer in range(n_layers) for head in range(n_cols)
+                 if same < n]
+        starts = [same] * len(cells)
+    costs = [n - start for start in starts] if packs else [n] * len(cells)
+    if packs:
+        keys, vals = corrupt_cache.stack("attn.k"), corrupt_cache.stack("attn.v")
+    done = n_layers * n_cols - len(cells)
+    if progress is not None and not cells:
+        progress(done, done)
+    for chunk in _chunks(cells, costs, batch_size * n):
+        batch = [cells[i] for i in chunk]
+        first = batch[0][0]  # cells are in layer order: the earliest patched block
+        # Runs that all start at position 0 save nothing by packing: the fused causal
+        # kernel runs them as a plain batch.
+        pack = (packing.PackedRuns.of([starts[i] for i in chunk], n)
+                if packs and any(starts[i] for i in chunk) else None)
         by_name: dict[str, list[tuple[int, int]]] = {}
-        for row, (layer, col) in enumerate(chunk):
+        for row, (layer, col) in enumerate(batch):
             by_name.setdefault(f"{stack}blocks.{layer}.{name}", []).append((row, col))
-        edits = {key: _patch_edit(rows, clean_cache[key]) for key, rows in by_name.items()}
-        x = corrupt_cache[f"{stack}blocks.{first}.resid_pre"].expand(len(chunk), -1, -1)
-        values[start:end] = metric(runs.rerun(x, first, Capture((), edits))).cpu()
+        edits = {key: _patch_edit(_copies(rows, column, n, pack), clean_cache[key])
+                 for key, rows in by_name.items()}
+        resid = corrupt_cache[f"{stack}blocks.{first}.resid_pre"]
+        if pack is None:
+            logits = runs.rerun(resid.expand(len(batch), -1, -1), first, Capture((), edits))
+        else:
+            logits = packing.rerun(model, pack, first, resid, keys, vals, Capture((), edits))
+        scores = metric(logits).cpu()
+        for row, (layer, col) in enumerate(batch):
+            values[layer, col] = scores[row]
+        done += len(batch)
         if progress is not None:
-            progress(end, len(cells))
-    values = values.reshape(n_layers, n_cols)
+            progress(done, n_layers * n_cols)
     span = clean_metric - corrupt_metric
     normalised = (values - corrupt_metric) / span if abs(span) > 1e-9 else values * float("nan")
     return PatchGrid(site, values, normalised, clean_metric, corrupt_metric)
@@ -189,7 +266,7 @@ def patched_outcome(model: nn.Module, clean_ids: Tensor, corrupt_ids: Tensor, si
     key = f"{stack}blocks.{layer}.{SITES[site][0]}"
     runs = _Runs(model, stack, decoder_ids, position)
     _, clean_cache = runs.run_with_cache(clean_ids, [key])
-    edits = {key: _patch_edit([(0, column)], clean_cache[key])}
+    edits = {key: _patch_edit([((0, column), (0, column))], clean_cache[key])}
     if decoder_ids is not None:
         return outcome_of_logits(model(corrupt_ids, decoder_ids, edits=edits), decoder_ids, k,
                                  position=position)

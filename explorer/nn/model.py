@@ -196,14 +196,18 @@ class Stack(nn.Module):
         capture: Capture | None = None,
         prefix: str = "",
         start_layer: int = 0,
+        attention: dict | None = None,
     ) -> torch.Tensor:
         """Residual stream x [b, n, D] through every block and the final norm; with
         ``start_layer``, x enters that block (its resid_pre) and the earlier ones are skipped
-        (activation patching reruns only what a patch can change)."""
+        (activation patching reruns only what a patch can change). ``attention`` (rope, mask,
+        is_causal) replaces the self-attention inputs built from ``offset`` and
+        ``attention_mask``, for queries that are not one run of positions (packed patching
+        runs, `explorer.interventions.packed`)."""
         wants_patterns = capture is not None and any(
             capture.touches(f"{prefix}blocks.{i}.attn.pattern") for i in range(len(self.blocks))
         )
-        attn_kwargs = self.attention_inputs(
+        attn_kwargs = attention if attention is not None else self.attention_inputs(
             x.shape[1], offset, x.device, x.dtype, attention_mask, explicit_mask=wants_patterns
         )
         cross_mask = padding_mask(context_mask) if context_mask is not None else None
