@@ -142,7 +142,8 @@ def sinusoid_section() -> None:
         starts = torch.arange(n - k)
         glue.chart_with_csv(
             line_chart(starts, {"from the table": along, "closed form Σ cos(k·w_i)": closed},
-                       f"PE(p) · PE(p + {k}) for every p", "p", "dot product"),
+                       f"PE(p) · PE(p + {k}) for every p", "p", "dot product",
+                       y_range=(-d_model / 2, d_model / 2)),  # the heatmap's range
             lambda: glue.columns_csv({"p": starts, "table": along, "closed_form": closed,
                                       "rotation_residual": residuals}),
             "sinusoid_offset.csv", "pos_sin_offset")

@@ -121,11 +121,14 @@ def line_chart(
     step: bool = False,
     note: str = "",
     marker_x: float | None = None,
+    y_range: tuple[float, float] | None = None,
 ) -> go.Figure:
     """One line per named series ``[N]`` over the numeric ``x [N]``.
 
     ``step`` draws a staircase (bucket indices), ``log_y`` a log y axis, ``marker_x`` a
-    dotted vertical line (an actual offset, say). Non-finite values leave gaps.
+    dotted vertical line (an actual offset, say), ``y_range`` a fixed y axis (so a constant
+    series reads as constant instead of autoscaling onto its rounding). Non-finite values
+    leave gaps.
     """
     xs = _array(x)
     fig = go.Figure()
@@ -142,7 +145,8 @@ def line_chart(
     if marker_x is not None:
         fig.add_vline(x=float(marker_x), line_dash="dot", line_color="grey")
     fig.update_layout(title=plotly_title(title, note), xaxis=_axis(x_title),
-                      yaxis=_axis(y_title, type="log" if log_y else "linear"),
+                      yaxis=_axis(y_title, type="log" if log_y else "linear",
+                                  **({"range": list(y_range)} if y_range else {})),
                       showlegend=len(series) > 1, hovermode="x unified" if len(xs) < 2000
                       else "closest")
     return fig

@@ -74,6 +74,9 @@ def test_line_chart_series_step_and_marker() -> None:
     assert fig.layout.yaxis.type == "log" and fig.layout.shapes[0].x0 == 1
     with pytest.raises(ValueError, match="shape"):
         line_chart([0, 1], {"a": [1, 2, 3]})
+    assert line_chart([0, 1], {"a": [1, 2]}).layout.yaxis.range is None  # autoscaled
+    fixed = line_chart([0, 1], {"a": [45.72051, 45.72052]}, y_range=(-64, 64))
+    assert tuple(fixed.layout.yaxis.range) == (-64, 64)
 
 
 def test_bar_chart_groups_series_over_categories() -> None:
