@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_interventions import FAMILIES, ids, make
 
 from explorer.interventions import logit_diff_metric, patch_grid, patched_outcome
 from explorer.interventions import packed as packing
 from explorer.nn.capture import Capture
-from tests.unit.test_interventions import FAMILIES, ids, make
 
 SCHEMES = {**FAMILIES, "window": {**FAMILIES["llama"], "window": 3},
            "alibi": dict(positional="alibi", norm="layernorm", mlp="gelu")}
