@@ -35,8 +35,8 @@ if n_tokens < 2:
 st.caption(f"{n_tokens:,} tokens · the model ran once in {page_run.run.seconds:.2f} s, "
            "shared with every other page showing this prompt.")
 
-tabs = st.tabs(list(ui.SECTIONS), **in_url("layers_tab"))  # a tab switch reruns the page
-for tab, section in zip(tabs, ui.SECTIONS.values(), strict=True):
-    with tab:
-        section(lm, page_run)
+# The open tab is in the URL, so a switch reruns the page: only the open tab's section runs
+# (the others' choices are kept by Streamlit while they are hidden).
+tabs = st.tabs(list(ui.SECTIONS), **in_url("layers_tab"))
+ui.draw_open_section(tabs, lm, page_run)
 st.session_state["layers_page_ms"] = 1000 * (time.perf_counter() - started)

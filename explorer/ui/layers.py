@@ -4,7 +4,8 @@ Each section reads the page's :class:`~explorer.ui.runs.PageRun` (no forward of 
 asks `explorer.runs` for the numbers (memoised in the run), turns them into tidy frames for
 the CSV downloads and into figures from `explorer.viz.layers` (memoised per session). A
 section is an ``st.fragment``, so moving one of its widgets reruns that section alone; its
-time is kept in ``st.session_state[SECTION_MS][name]`` for the benchmark.
+time is kept in ``st.session_state[SECTION_MS][name]`` for the benchmark. The page draws
+only the open tab's section (:func:`draw_open_section`): a tab switch reruns the page.
 Logit lens: nostalgebraist 2020; direct logit attribution: Elhage et al. 2021.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from itertools import pairwise
 from typing import Any
@@ -105,6 +106,15 @@ def stream_choice(page_run: PageRun, key: str) -> str:
                     format_func=lambda s: {"encoder": "Encoder", "decoder": "Decoder"}[s])
 
 
+def forget_unless(key: str, allowed: Container[Any]) -> None:
+    """Drop the kept value of widget ``key`` when it is not in ``allowed``, so the widget
+    starts from its default. Streamlit keeps a URL-bound widget's value while its tab is
+    hidden, and the prompt or the model may change meanwhile: a select box then falls back
+    to its default by itself, but ``st.slider`` raises on a value outside its range."""
+    if key in st.session_state and st.session_state[key] not in allowed:
+        del st.session_state[key]
+
+
 def row_options(n_layers: int) -> list[Row]:
     """The embeddings and every block's output, as a layer slider offers them."""
     return [Row(-1), *(Row(layer) for layer in range(n_layers))]
@@ -149,6 +159,7 @@ def lens_section(lm: Any, page_run: PageRun) -> None:
                                                  **in_url("layers_lens_width")))
         start = 0
         if n > width:
+            forget_unless("layers_lens_start", range(n - width + 1))
             start = st.slider("First position shown", 0, n - width, n - width,
                               **in_url("layers_lens_start"),
                               help=f"{n:,} positions: the grid shows a window of {width}.")
@@ -436,3 +447,14 @@ SECTIONS: dict[str, Callable[..., None]] = {
     "Residual stream": residual_section,
     "Geometry": geometry_section,
 }
+
+
+def draw_open_section(tabs: list[Any], lm: Any, page_run: PageRun) -> None:
+    """Draw the section of the open tab only (``tabs`` from ``st.tabs`` over
+    :data:`SECTIONS`, bound to the URL so that it knows which tab is open). A hidden
+    section's widgets are not drawn; Streamlit keeps a bound widget's value while it is
+    hidden and puts it back when its tab reopens."""
+    for tab, section in zip(tabs, SECTIONS.values(), strict=True):
+        if tab.open is not False:  # None: a tab that does not track state, draw it
+            with tab:
+                section(lm, page_run)

@@ -63,10 +63,16 @@ def test_layers_link(app) -> None:
             "layers_positions": ["2: w14", "4: w13"], "layers_target": "w9",
             "layers_resid_log": "false", "layers_geo_row": "L1"})
         state = at.session_state
-        assert state["layers_lens_stat"] == "entropy" and state["layers_resid_log"] is False
-        assert state["layers_positions"] == ["2: w14", "4: w13"]
         assert state["layers_geo_row"] == "L1" and state["layers_tab"] == "Geometry"
         assert "Token × token cosine · L1" in titles(at)
+        # the other tabs' values in the link are read when their tab opens (a click: the
+        # tab's value and the address bar change)
+        for tab in ("Logit lens", "Target token", "Residual stream"):
+            state["layers_tab"] = at.query_params["layers_tab"] = tab
+            at.run()
+        assert state["layers_lens_stat"] == "entropy" and state["layers_resid_log"] is False
+        assert state["layers_positions"] == ["2: w14", "4: w13"]
+        assert state["layers_target"] == "w9"
 
 
 def test_positional_link(app) -> None:
