@@ -7,26 +7,17 @@ import time
 
 import streamlit as st
 
-from explorer.analysis.attention import HEAD_SCORES, aggregate_heads
+from explorer.analysis.attention import HEAD_SCORES
 from explorer.ui import attention as ui
 from explorer.ui import page_header, require_model
-from explorer.ui.export import begin_page, share_panel, show_chart, show_vega
+from explorer.ui.export import begin_page, share_panel, show_vega
 from explorer.ui.gate import server_limits
 from explorer.ui.resources import model_label
-from explorer.ui.runs import PageRun, memo_figure, prompt_inputs, run_or_stop
+from explorer.ui.runs import PageRun, prompt_inputs, run_or_stop
 from explorer.ui.url_state import in_url
-from explorer.ui.widgets import chips_for, render_token_chips
-from explorer.viz import (
-    attention_lines,
-    head_map_chart,
-    head_small_multiples,
-    query_attention_bars,
-)
 
 log = logging.getLogger(__name__)
 SCALES = {"sqrt": "square root", "linear": "linear", "log": "log"}
-AGGREGATIONS = {"mean": "Mean over heads", "max": "Max over heads",
-                "rollout": "Rollout up to this layer"}
 
 page_header(
     "Attention",
@@ -43,9 +34,7 @@ text, target_text = prompt_inputs(lm, "attention", "attn_target", "attention")
 started = time.perf_counter()
 page_run = run_or_stop(lm, text, target_text)
 share_panel(lm, page_run)
-with st.expander(f"Tokens ({len(page_run.labels['source']):,})", expanded=False):
-    source = page_run.stack(next(iter(page_run.run.stacks))).keys
-    render_token_chips(chips_for(lm.tokenizer, source.ids.tolist(), source.pieces))
+ui.tokens_expander(lm, page_run)
 st.caption(f"Analysed in {page_run.run.seconds:.2f} s (this page: "
            f"{time.perf_counter() - started:.2f} s). Head scores use every token.")
 if summary := ui.gqa_summary(cfg.n_heads, cfg.n_kv_heads):
@@ -102,86 +91,28 @@ def head_explorer(page_run: PageRun) -> None:
     view = ui.layer_view(page_run, stack_name, layer, hide and has_special)
     memo = (page_run.key, stack_name, layer, hide and has_special)  # what a view depends on
     with right:
-        title = f"Layer {layer} · {names[head]}"
-        if stack.spec.cross:
-            title += " · cross-attention"
-        show_chart(ui.heatmap_of(view.pattern[head], view.q_labels, view.k_labels, title,
-                              scale, "attn_head_heatmap", memo, "head"),
-                   key="attn_head_fig", csv=False)
-        matrix = view.pattern[head]
-        st.download_button(
-            "Download this head's matrix (CSV)",
-            data=lambda: ui.pattern_csv(matrix, view.q_labels, view.k_labels),
-            file_name=f"attention_L{layer}_H{head}.csv", mime="text/csv", on_click="ignore",
-            icon=":material/download:")
+        ui.head_heatmap_view(view, stack.spec.cross, layer, head, names, scale, memo)
 
     st.subheader("One query token")
-    # Options are the labels themselves ("31: ␣watches"), not indices with a format_func:
-    # with indices, a new prompt kept index 31 and the browser kept showing the old prompt's
-    # label for it. A label that is not in the new prompt falls back to the last token.
+    # Options are the labels themselves; one not in the new prompt falls back to the last token.
     q_labels = list(view.q_labels)
-    if st.session_state.get("attn_query") not in q_labels:
-        st.session_state["attn_query"] = q_labels[-1]
-    query = q_labels.index(st.selectbox("Query token", q_labels, **in_url("attn_query")))
+    ui.keep_query_valid(q_labels)
+    query = q_labels.index(st.selectbox("Query token", q_labels, **in_url(ui.QUERY_KEY)))
     # Labels that do not change with the head or layer: the URL holds the label.
     lines_for = st.radio("Lines for", ["head", "layer"], horizontal=True,
                          **in_url("attn_lines"),
                          format_func={"head": "the selected head",
                                       "layer": "every head of this layer"}.get)
-    rows = view.pattern[:, query] if lines_for == "layer" else view.pattern[head, query]
-    line_names = names if lines_for == "layer" else [names[head]]
-    columns = st.columns(2, gap="large")
-    with columns[0]:
-        if stack.spec.cross:
-            st.caption("The line view is for self-attention; the strip on the right shows "
-                       "where this decoder token looks in the encoder's tokens.")
-        else:
-            show_chart(memo_figure(
-                (*memo, "lines", query, tuple(line_names)),
-                lambda: attention_lines(rows, view.k_labels, query, line_names), "head"),
-                key="attn_lines_fig")
-    with columns[1]:
-        show_chart(memo_figure((*memo, "bars", query), lambda: query_attention_bars(
-            view.pattern[:, query], view.k_labels, query, head_labels=names,
-            query_label=view.q_labels[query] if stack.spec.cross else None)),
-            key="attn_bars_fig")
+    ui.query_views(view, stack.spec.cross, names, head, query, lines_for, memo)
 
     st.subheader(f"All heads of layer {layer}")
     columns = st.columns(2, gap="large")
     with columns[0]:
-        show_chart(memo_figure((*memo, "multiples", scale), lambda: (
-            head_small_multiples(view.pattern, view.q_labels, head_labels=names, scale=scale,
-                            columns=3) if not stack.spec.cross else
-            head_small_multiples(view.pattern, view.k_labels, head_labels=names, scale=scale,
-                            columns=3, q_labels=view.q_labels))),
-            key="attn_multiples_fig")
+        ui.multiples_view(view, stack.spec.cross, names, scale, memo)
     with columns[1]:
-        how = st.radio("Combine", list(AGGREGATIONS), horizontal=True, **in_url("attn_aggregate"),
-                       format_func=AGGREGATIONS.get)
-        if how == "rollout" and stack.spec.cross:
-            st.info("Rollout follows self-attention through the residual stream; pick a "
-                    "self-attention stack.")
-        elif how == "rollout":
-            with st.spinner("Rolling attention out through the layers…"):
-                rollout = page_run.run.rollout(stack_name)
-            block_labels = (page_run.labels[stack.spec.queries] if rollout.exact else
-                            [f"tok {s}–{e - 1}" for s, e in zip(
-                                rollout.starts, [*rollout.starts[1:], len(stack.queries)],
-                                strict=True)])
-            note = "" if rollout.exact else " (approximate: layers pooled before the product)"
-            st.caption("Rollout (Abnar & Zuidema 2020): how much each position after this "
-                       f"layer draws from each input token, with the residual path mixed in as "
-                       f"half the identity{note}. Special tokens are kept.")
-            show_chart(ui.heatmap_of(rollout.values[layer], block_labels, block_labels,
-                                  f"Rollout through layer {layer}", scale,
-                                  "attn_rollout", memo), key="attn_rollout_fig", slot="combine")
-        else:
-            show_chart(ui.heatmap_of(aggregate_heads(view.pattern, how), view.q_labels,
-                                  view.k_labels, f"{AGGREGATIONS[how]} · layer {layer}",
-                                  scale, "attn_agg", memo), key="attn_agg_fig", slot="combine")
-            if how == "max":
-                st.caption("Max over heads: each cell is the largest weight any head put "
-                           "there, so rows sum to more than 1.")
+        how = st.radio("Combine", list(ui.AGGREGATIONS), horizontal=True,
+                       **in_url("attn_aggregate"), format_func=ui.AGGREGATIONS.get)
+        ui.combine_view(page_run, stack_name, view, layer, how, scale, memo)
     elapsed_ms = 1000 * (time.perf_counter() - started)
     st.session_state["attn_fragment_ms"] = elapsed_ms
     log.info("attention views rendered in %.0f ms", elapsed_ms)
@@ -208,16 +139,7 @@ def induction_section() -> None:
         return
     with st.spinner("Running the induction test…"):
         result = ui.run_induction_test(model_label(lm), half_len, 0, lm)
-    columns = st.columns([2, 3], gap="large")
-    names = ui.head_labels(cfg.n_heads, cfg.n_kv_heads)
-    columns[0].dataframe(
-        {"layer": [r[0] for r in result.ranking[:10]],
-         "head": [names[r[1]] for r in result.ranking[:10]],
-         "induction score": [round(r[2], 3) for r in result.ranking[:10]]},
-        hide_index=True, width="stretch")
-    with columns[1]:
-        show_vega(head_map_chart(result.scores, "Induction score"), width="stretch",
-                  key="attn_induction_map")
+    ui.induction_view(result, ui.head_labels(cfg.n_heads, cfg.n_kv_heads))
 
 
 head_explorer(page_run)

@@ -21,21 +21,31 @@ from typing import Any
 import streamlit as st
 import torch
 
-from explorer.analysis.attention import gqa_groups, renormalise_without
+from explorer.analysis.attention import aggregate_heads, gqa_groups, renormalise_without
 from explorer.runs import InductionResult, induction_test
+from explorer.runs.prompt_run import Rollout
 from explorer.serving import shared_gate
 from explorer.ui.downloads import spreadsheet_safe
+from explorer.ui.export import show_chart, show_vega
 from explorer.ui.runs import PageRun, memo_figure
 from explorer.ui.state import DEFAULT_PROMPT, get_prompt
 from explorer.ui.url_state import in_url
-from explorer.ui.widgets import is_new_click
-from explorer.viz import attention_heatmap, head_map_chart
+from explorer.ui.widgets import chips_for, is_new_click, render_token_chips
+from explorer.viz import (
+    attention_heatmap,
+    attention_lines,
+    head_map_chart,
+    head_small_multiples,
+    query_attention_bars,
+)
 
 log = logging.getLogger(__name__)
 
 HEATMAP_CELLS = 256  # per side; past this the heatmap is pooled (or windowed)
 LAYER_KEY, HEAD_KEY, MAP_KEY, SEEN_KEY = "attn_layer", "attn_head", "attn_head_map", "attn_seen"
-SCORE_KEY = "attn_score"
+SCORE_KEY, QUERY_KEY = "attn_score", "attn_query"
+AGGREGATIONS = {"mean": "Mean over heads", "max": "Max over heads",
+                "rollout": "Rollout up to this layer"}
 DEFAULT_ATTENTION_PROMPT = (
     "The Eiffel Tower is in Paris and the Colosseum is in Rome. "
     "The Eiffel Tower is in Paris and the Colosseum is in Rome."
@@ -247,3 +257,123 @@ def use_attention_default_prompt(widget_key: str) -> None:
     fresh = widget_key not in st.session_state and "prompt" not in st.query_params
     if fresh and get_prompt() == DEFAULT_PROMPT:
         st.session_state[widget_key] = DEFAULT_ATTENTION_PROMPT
+
+
+# --------------------------------------------------------------------------- page views
+
+
+def tokens_expander(lm: Any, page_run: PageRun) -> None:
+    """The prompt's tokens as chips, folded away."""
+    with st.expander(f"Tokens ({len(page_run.labels['source']):,})", expanded=False):
+        source = page_run.stack(next(iter(page_run.run.stacks))).keys
+        render_token_chips(chips_for(lm.tokenizer, source.ids.tolist(), source.pieces))
+
+
+def head_heatmap_view(view: LayerView, cross: bool, layer: int, head: int, names: list[str],
+                      scale: str, memo: tuple) -> None:
+    """The selected head's heatmap and its matrix as a CSV download."""
+    title = f"Layer {layer} · {names[head]}"
+    if cross:
+        title += " · cross-attention"
+    show_chart(heatmap_of(view.pattern[head], view.q_labels, view.k_labels, title, scale,
+                          "attn_head_heatmap", memo, "head"), key="attn_head_fig", csv=False)
+    matrix = view.pattern[head]
+    st.download_button(
+        "Download this head's matrix (CSV)",
+        data=lambda: pattern_csv(matrix, view.q_labels, view.k_labels),
+        file_name=f"attention_L{layer}_H{head}.csv", mime="text/csv", on_click="ignore",
+        icon=":material/download:")
+
+
+def keep_query_valid(q_labels: list[str]) -> None:
+    """Point the query select box at the last token when its label is not in this prompt.
+
+    Its options are the labels themselves ("31: ␣watches"), not indices with a format_func:
+    with indices, a new prompt kept index 31 and the browser kept showing the old prompt's
+    label for it.
+    """
+    if st.session_state.get(QUERY_KEY) not in q_labels:
+        st.session_state[QUERY_KEY] = q_labels[-1]
+
+
+def query_views(view: LayerView, cross: bool, names: list[str], head: int, query: int,
+                lines_for: str, memo: tuple) -> None:
+    """Where one query token looks: lines to its keys (self-attention) and a bar per head."""
+    rows = view.pattern[:, query] if lines_for == "layer" else view.pattern[head, query]
+    line_names = names if lines_for == "layer" else [names[head]]
+    columns = st.columns(2, gap="large")
+    with columns[0]:
+        if cross:
+            st.caption("The line view is for self-attention; the strip on the right shows "
+                       "where this decoder token looks in the encoder's tokens.")
+        else:
+            show_chart(memo_figure(
+                (*memo, "lines", query, tuple(line_names)),
+                lambda: attention_lines(rows, view.k_labels, query, line_names), "head"),
+                key="attn_lines_fig")
+    with columns[1]:
+        show_chart(memo_figure((*memo, "bars", query), lambda: query_attention_bars(
+            view.pattern[:, query], view.k_labels, query, head_labels=names,
+            query_label=view.q_labels[query] if cross else None)),
+            key="attn_bars_fig")
+
+
+def multiples_view(view: LayerView, cross: bool, names: list[str], scale: str,
+                   memo: tuple) -> None:
+    """Every head of the layer as small heatmaps."""
+    show_chart(memo_figure((*memo, "multiples", scale), lambda: (
+        head_small_multiples(view.pattern, view.q_labels, head_labels=names, scale=scale,
+                             columns=3) if not cross else
+        head_small_multiples(view.pattern, view.k_labels, head_labels=names, scale=scale,
+                             columns=3, q_labels=view.q_labels))),
+        key="attn_multiples_fig")
+
+
+def rollout_labels(rollout: Rollout, labels: list[str], n_queries: int) -> list[str]:
+    """Row/column labels of a rollout: the tokens when exact, else its blocks' token ranges."""
+    if rollout.exact:
+        return labels
+    ends = [*rollout.starts[1:], n_queries]
+    return [f"tok {s}–{e - 1}" for s, e in zip(rollout.starts, ends, strict=True)]
+
+
+def combine_view(page_run: PageRun, stack_name: str, view: LayerView, layer: int, how: str,
+                 scale: str, memo: tuple) -> None:
+    """The layer's heads combined: mean or max over heads, or rollout up to the layer."""
+    stack = page_run.stack(stack_name)
+    if how == "rollout" and stack.spec.cross:
+        st.info("Rollout follows self-attention through the residual stream; pick a "
+                "self-attention stack.")
+    elif how == "rollout":
+        with st.spinner("Rolling attention out through the layers…"):
+            rollout = page_run.run.rollout(stack_name)
+        labels = rollout_labels(rollout, page_run.labels[stack.spec.queries], len(stack.queries))
+        note = "" if rollout.exact else " (approximate: layers pooled before the product)"
+        st.caption("Rollout (Abnar & Zuidema 2020): how much each position after this "
+                   f"layer draws from each input token, with the residual path mixed in as "
+                   f"half the identity{note}. Special tokens are kept.")
+        show_chart(heatmap_of(rollout.values[layer], labels, labels,
+                              f"Rollout through layer {layer}", scale, "attn_rollout", memo),
+                   key="attn_rollout_fig", slot="combine")
+    else:
+        show_chart(heatmap_of(aggregate_heads(view.pattern, how), view.q_labels, view.k_labels,
+                              f"{AGGREGATIONS[how]} · layer {layer}", scale, "attn_agg", memo),
+                   key="attn_agg_fig", slot="combine")
+        if how == "max":
+            st.caption("Max over heads: each cell is the largest weight any head put "
+                       "there, so rows sum to more than 1.")
+
+
+def induction_table(result: InductionResult, names: list[str], top: int = 10) -> dict:
+    """The ``top`` induction heads, best first, as table columns."""
+    best = result.ranking[:top]
+    return {"layer": [r[0] for r in best], "head": [names[r[1]] for r in best],
+            "induction score": [round(r[2], 3) for r in best]}
+
+
+def induction_view(result: InductionResult, names: list[str]) -> None:
+    columns = st.columns([2, 3], gap="large")
+    columns[0].dataframe(induction_table(result, names), hide_index=True, width="stretch")
+    with columns[1]:
+        show_vega(head_map_chart(result.scores, "Induction score"), width="stretch",
+                  key="attn_induction_map")
