@@ -9,14 +9,19 @@ projections. The "why position matters" checks run the stack a few times on the 
 shift. Every chart is drawn by :func:`chart_with_csv`: the figure, then a download of its
 numbers as CSV (labels guarded against spreadsheet formulas). :func:`prompt_run` reads
 ``resid_pre`` from the prompt's shared run (`explorer.ui.runs`), so this page runs no
-forward of its own for a prompt another page has run.
+forward of its own for a prompt another page has run. Each section of the page is a
+fragment made by :func:`section` (timed into ``st.session_state[TIMINGS_KEY]``, its errors
+shown in place); :func:`keep_in` and :func:`clamp` keep a widget's stored value valid when
+the model or prompt changes what it may be.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +48,7 @@ MAX_TOKENS = 256  # the rotary views read at most this many tokens of the prompt
 PROBE_TOKENS = 24  # the permutation and shift checks run on at most this many (one batched
 # forward of 4 x 24 tokens: a seed change answers in about 0.3 s on SmolLM2 here)
 ONE_POSITION, IN_ORDER = "all tokens at one position", "positions 0, 1, 2, …"
+TIMINGS_KEY = "pos_section_ms"  # st.session_state[TIMINGS_KEY][section]: ms to draw it
 
 
 @dataclass(frozen=True)
@@ -175,3 +181,43 @@ def chart_with_csv(figure: Any, csv: Callable[[], bytes], file_name: str, key: s
     show_chart(figure, key=f"{key}_fig", csv=False)
     st.download_button("CSV", data=csv, file_name=file_name, mime="text/csv",
                        on_click="ignore", icon=":material/download:", key=f"{key}_csv")
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def timed_section(name: str, draw: Callable[..., None]) -> Callable[..., None]:
+    """``draw`` timed into ``st.session_state[TIMINGS_KEY][name]`` (ms), its errors shown as
+    an ``st.error`` in its place (the model or the text may refuse; the page keeps going)."""
+
+    @functools.wraps(draw)
+    def run(*args: Any) -> None:
+        started = time.perf_counter()
+        try:
+            draw(*args)
+        except Exception as exc:
+            log.exception("positional section %s failed", name)
+            st.error(f"This section failed: {type(exc).__name__}.")
+        elapsed_ms = 1000 * (time.perf_counter() - started)
+        st.session_state.setdefault(TIMINGS_KEY, {})[name] = elapsed_ms
+        log.info("positional section %s drawn in %.0f ms", name, elapsed_ms)
+
+    return run
+
+
+def section(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A page section: a fragment (its controls rerun only it), timed and with its errors
+    contained (:func:`timed_section`)."""
+    return lambda draw: st.fragment(timed_section(name, draw))
+
+
+def keep_in(key: str, options: list, fallback: Any) -> None:
+    """Reset a widget's stored value when the model or prompt no longer offers it."""
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = fallback
+
+
+def clamp(key: str, low: int, high: int, default: int) -> None:
+    """Keep a slider's stored value inside a range that depends on the model or prompt."""
+    value = st.session_state.get(key, default)
+    st.session_state[key] = min(max(int(value), low), high)
