@@ -6,6 +6,8 @@ Targets (issue 15): a 128-token prompt change redraws the whole Layers page (for
 included) within 3 s; a layer-slider or target change within 300 ms (the section's
 fragment); at 1,024 tokens the first view of either page within 2x one plain forward; one
 1,024-token run, after both pages were viewed with a few switches, holds at most 150 MB.
+The Layers page draws only its open tab's section (the lens tab on arrival); a tab switch
+is timed by ``benchmarks.layers_tabs``.
 
     python -m benchmarks.layers_page [--repeats 3]
 """
@@ -36,6 +38,7 @@ logger = logging.getLogger("benchmarks.layers_page")
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 LAYERS, ATTENTION = "app_pages/layers.py", "app_pages/attention.py"
 PROMPT_KEYS = {LAYERS: "prompt_box_layers", ATTENTION: "prompt_box_attention"}
+TAB_OF = {"lens": "Logit lens", "target": "Target token", "geometry": "Geometry"}
 
 
 WORKER = ThreadPoolExecutor(max_workers=1)  # plain forwards run off the main thread, as
@@ -80,8 +83,16 @@ def forward_seconds(lm, prompt: str) -> float:
     return WORKER.submit(forward).result()
 
 
+def open_tab(at: AppTest, tab: str) -> None:
+    """Click a Layers tab (the page draws only the open tab's section)."""
+    at.session_state["layers_tab"] = tab
+    at.run()
+
+
 def fragment_ms(at: AppTest, change, section: str) -> float:
-    """Milliseconds the changed section's fragment took (measured inside the page)."""
+    """Milliseconds the changed section's fragment took (measured inside the page), its
+    tab opened first."""
+    open_tab(at, TAB_OF[section])
     change().run()
     if at.exception:
         raise RuntimeError(str(at.exception))
@@ -157,8 +168,11 @@ def main() -> None:
         at.selectbox(key="attn_head").set_value(head).run()
     at.radio(key="attn_aggregate").set_value("rollout").run()
     page_seconds(at, LAYERS, prompt)
+    for tab in ("Target token", "Residual stream", "Geometry"):
+        open_tab(at, tab)
     for row in ("L5", "L15", "L25"):
         at.select_slider(key="layers_geo_row").set_value(row).run()
+    open_tab(at, "Logit lens")
     at.toggle(key="layers_lens_sub").set_value(True).run()
     page_seconds(at, ATTENTION, prompt)
     keys = run_store().keys()
