@@ -18,10 +18,12 @@ from explorer.interventions.attribution import HeadAttribution, head_attribution
 from explorer.interventions.patching import (
     SITE_LABELS,
     SITES,
+    GridPlan,
     PatchGrid,
     column_labels,
     patch_grid,
     patched_outcome,
+    plan_grid,
 )
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "SITES",
     "SITE_LABELS",
     "Ablation",
+    "GridPlan",
     "HeadAttribution",
     "Metric",
     "Outcome",
@@ -43,4 +46,5 @@ __all__ = [
     "outcome_of_run",
     "patch_grid",
     "patched_outcome",
+    "plan_grid",
 ]

@@ -179,6 +179,49 @@ class _Runs:
         return self.model.head(out[:, self.position])
 
 
+@dataclass(frozen=True)
+class GridPlan:
+    """Which cells of a patching grid ``shape`` (layers, columns) need a patched run
+    (``cells``, in layer order) and the position each run recomputes from (``starts``).
+    With ``packed`` (a decoder-only model) the cells at positions before the prompts'
+    ``first_difference`` need none: the patch would copy what is already there."""
+
+    shape: tuple[int, int]
+    positions: int
+    cells: list[tuple[int, int]]
+    starts: list[int]
+    packed: bool
+    first_difference: int
+
+    @property
+    def runs(self) -> int:
+        return len(self.cells)
+
+
+def plan_grid(model: nn.Module, clean_ids: Tensor, corrupt_ids: Tensor, site: str,
+              decoder_ids: Tensor | None = None, stack: str = "", position: int = -1,
+              packed: bool = True) -> GridPlan:
+    """The runs :func:`patch_grid` makes for these prompts (no forward): a page can say how
+    many before it starts, and cap them."""
+    _check(model, clean_ids, corrupt_ids, site, stack, decoder_ids)
+    column = SITES[site][1]
+    n_layers = _Runs(model, stack, decoder_ids, position).n_layers
+    n = (decoder_ids if stack == "decoder." else clean_ids).shape[1]
+    packs = packed and packing.supports(model, stack, position)
+    same = packing.first_difference(clean_ids, corrupt_ids) if packs else 0
+    if column == "position":
+        cells = [(layer, col) for layer in range(n_layers) for col in range(same, n)]
+        starts = [col for _, col in cells]
+        shape = (n_layers, n)
+    else:  # a head's output at every position: runs start at the first difference
+        n_heads = model.cfg.n_heads
+        cells = [(layer, head) for layer in range(n_layers) for head in range(n_heads)
+                 if same < n]
+        starts = [same] * len(cells)
+        shape = (n_layers, n_heads)
+    return GridPlan(shape, n, cells, starts, packs, same)
+
+
 @torch.no_grad()
 def patch_grid(
     model: nn.Module, clean_ids: Tensor, corrupt_ids: Tensor, site: str, metric: Metric,
@@ -197,45 +240,32 @@ def patch_grid(
     A decoder-only model's patched runs recompute only the positions a patch can change,
     packed into one sequence (`explorer.interventions.packed`); ``packed=False`` reruns the
     whole prompt for every patch (the same numbers, slower: the benchmark's baseline)."""
-    _check(model, clean_ids, corrupt_ids, site, stack, decoder_ids)
+    plan = plan_grid(model, clean_ids, corrupt_ids, site, decoder_ids, stack, position, packed)
     name, column = SITES[site]
     runs = _Runs(model, stack, decoder_ids, position)
-    n_layers = runs.n_layers
-    n = (decoder_ids if stack == "decoder." else clean_ids).shape[1]
-    packs = packed and packing.supports(model, stack, position)
-    kv_names = ["blocks.*.attn.k", "blocks.*.attn.v"] if packs else []
+    n, cells, starts = plan.positions, plan.cells, plan.starts
+    kv_names = ["blocks.*.attn.k", "blocks.*.attn.v"] if plan.packed else []
     clean_logits, clean_cache = runs.run_with_cache(clean_ids, [f"{stack}blocks.*.{name}"])
     corrupt_logits, corrupt_cache = runs.run_with_cache(
         corrupt_ids, [f"{stack}blocks.*.resid_pre", *kv_names])
     runs.corrupt_memory(corrupt_ids)
     clean_metric = float(metric(clean_logits)[0])
     corrupt_metric = float(metric(corrupt_logits)[0])
-    n_cols = model.cfg.n_heads if column == "head" else n
-    values = torch.full((n_layers, n_cols), corrupt_metric)
-    # A decoder's patched run recomputes positions from max(patch, first difference) on;
-    # a position patch before the prompts' first difference copies what is already there,
-    # so those cells are the corrupted run's metric without a forward.
-    same = packing.first_difference(clean_ids, corrupt_ids) if packs else 0
-    if column == "position":
-        cells = [(layer, col) for layer in range(n_layers) for col in range(same, n_cols)]
-        starts = [col for _, col in cells]
-    else:
-        cells = [(layer, head) for layer in range(n_layers) for head in range(n_cols)
-                 if same < n]
-        starts = [same] * len(cells)
-    costs = [n - start for start in starts] if packs else [n] * len(cells)
-    if packs:
+    values = torch.full(plan.shape, corrupt_metric)  # the cells that need no run
+    costs = [n - start for start in starts] if plan.packed else [n] * len(cells)
+    if plan.packed:
         keys, vals = corrupt_cache.stack("attn.k"), corrupt_cache.stack("attn.v")
-    done = n_layers * n_cols - len(cells)
+    total = plan.shape[0] * plan.shape[1]
+    done = total - len(cells)
     if progress is not None and not cells:
-        progress(done, done)
+        progress(done, total)
     for chunk in _chunks(cells, costs, batch_size * n):
         batch = [cells[i] for i in chunk]
         first = batch[0][0]  # cells are in layer order: the earliest patched block
         # Runs that all start at position 0 save nothing by packing: the fused causal
         # kernel runs them as a plain batch.
         pack = (packing.PackedRuns.of([starts[i] for i in chunk], n)
-                if packs and any(starts[i] for i in chunk) else None)
+                if plan.packed and any(starts[i] for i in chunk) else None)
         by_name: dict[str, list[tuple[int, int]]] = {}
         for row, (layer, col) in enumerate(batch):
             by_name.setdefault(f"{stack}blocks.{layer}.{name}", []).append((row, col))
@@ -251,7 +281,7 @@ def patch_grid(
             values[layer, col] = scores[row]
         done += len(batch)
         if progress is not None:
-            progress(done, n_layers * n_cols)
+            progress(done, total)
     span = clean_metric - corrupt_metric
     normalised = (values - corrupt_metric) / span if abs(span) > 1e-9 else values * float("nan")
     return PatchGrid(site, values, normalised, clean_metric, corrupt_metric)

@@ -20,12 +20,14 @@ import torch
 
 from explorer.interventions import (
     SITE_LABELS,
+    GridPlan,
     column_labels,
     head_attribution,
     logit_diff_metric,
     outcome,
     patch_grid,
     patched_outcome,
+    plan_grid,
 )
 from explorer.runs import LRUMemo, contributions_unavailable
 from explorer.ui.downloads import csv_button
@@ -191,9 +193,8 @@ def patching_section(lm: Any, page_run: PageRun) -> None:
                        "difference is 0 everywhere; type a different distractor.")
             return
         key = (model_label(lm), *setup.key, site, answer, distractor)
-        n_layers = len(lm.model.blocks if not setup.stack
-                       else getattr(lm.model, setup.stack[:-1]).blocks)
-        n_runs = n_layers * (lm.config.n_heads if site == "head" else len(setup.labels))
+        plan = plan_grid(lm.model, setup.clean, setup.corrupt, site, **setup.where)
+        n_runs = plan.runs
         cap = server_limits().max_grid_cells
         if n_runs > cap:  # one visitor must not hold a shared server for minutes
             st.warning(f"This grid needs {n_runs:,} patched runs; this server allows "
@@ -203,9 +204,21 @@ def patching_section(lm: Any, page_run: PageRun) -> None:
             run_grid(lm, setup, site, answer, distractor, key)
         grid = session_grids().peek(key)
         if grid is None:
-            st.caption(f"Press **Run the patching grid**: {n_runs:,} patched runs.")
+            st.caption(f"Press **Run the patching grid**: {plan_summary(plan)}")
             return
         show_grid(lm, grid, key, setup, (answer, distractor))
+
+
+def plan_summary(plan: GridPlan) -> str:
+    """What a grid will run, in words (the cells a shared prefix spares, and why)."""
+    cells = plan.shape[0] * plan.shape[1]
+    text = f"{plan.runs:,} patched runs for {cells:,} cells."
+    if plan.packed and plan.first_difference:
+        text += (f" The prompts agree on their first {plan.first_difference:,} tokens, so "
+                 "nothing before that can differ: those positions keep the corrupted run's "
+                 "value without a run, and each run recomputes only the positions from its "
+                 "patch (or the first difference) on.")
+    return text
 
 
 def run_grid(lm: Any, setup: PatchSetup, site: str, answer: int, distractor: int,

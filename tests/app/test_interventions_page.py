@@ -143,6 +143,10 @@ def test_patching_grid_has_its_closed_form_cells(app, family) -> None:
                        int_clean="alpha beta gamma delta", int_corrupt="alpha beta zeta delta",
                        int_answer="alpha", int_distractor="delta")
         assert not at.warning, [w.value for w in at.warning]
+        captions = " ".join(c.value for c in at.caption)
+        # <s> alpha beta agree: 2 layers x 2 positions left to patch
+        assert "4 patched runs for 10 cells" in captions
+        assert "agree on their first 3 tokens" in captions
         at.button(key="int_patch_run").click().run()
         assert not at.exception
         rows = patch_rows(at)

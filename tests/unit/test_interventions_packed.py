@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_interventions import FAMILIES, ids, make
 
-from explorer.interventions import logit_diff_metric, patch_grid, patched_outcome
+from explorer.interventions import logit_diff_metric, patch_grid, patched_outcome, plan_grid
 from explorer.interventions import packed as packing
 from explorer.nn.capture import Capture
 
@@ -100,3 +100,20 @@ def test_packed_and_whole_prompt_runs_agree(site) -> None:
     fast = patch_grid(model, clean, corrupt, site, metric, batch_size=4)
     whole = patch_grid(model, clean, corrupt, site, metric, batch_size=4, packed=False)
     torch.testing.assert_close(fast.values, whole.values, atol=1e-4, rtol=0)
+
+
+def test_the_plan_counts_the_runs_a_grid_needs() -> None:
+    model = make(**FAMILIES["llama"])
+    clean = ids(10, seed=2)
+    corrupt = clean.clone()
+    corrupt[0, 6] = (clean[0, 6] + 1) % 37
+    resid = plan_grid(model, clean, corrupt, "resid")
+    assert (resid.shape, resid.runs, resid.first_difference) == ((3, 10), 3 * 4, 6)
+    assert resid.cells[:4] == [(0, 6), (0, 7), (0, 8), (0, 9)] and resid.starts[:4] == [6, 7, 8, 9]
+    heads = plan_grid(model, clean, corrupt, "head")
+    assert (heads.shape, heads.runs, set(heads.starts)) == ((3, 4), 12, {6})
+    whole = plan_grid(model, clean, corrupt, "resid", packed=False)
+    assert (whole.runs, whole.first_difference, whole.packed) == (30, 0, False)
+    assert plan_grid(model, clean, clean.clone(), "head").runs == 0
+    encoder = make(kind="encoder", positional="learned", norm="layernorm", mlp="gelu")
+    assert plan_grid(encoder, clean, corrupt, "resid", position=2).runs == 30  # bidirectional
