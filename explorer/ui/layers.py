@@ -441,11 +441,20 @@ def _geometry_frame(matrix: torch.Tensor, coords: torch.Tensor, shown: list[str]
     return frame
 
 
+def flow_section(lm: Any, page_run: PageRun) -> None:
+    """The information flow graph: `explorer.ui.flow`, which builds on this module's
+    helpers (so it is imported here, when its tab opens)."""
+    from explorer.ui.flow import flow_view
+
+    flow_view(lm, page_run)
+
+
 SECTIONS: dict[str, Callable[..., None]] = {
     "Logit lens": lens_section,
     "Target token": target_section,
     "Residual stream": residual_section,
     "Geometry": geometry_section,
+    "Information flow": flow_section,
 }
 
 

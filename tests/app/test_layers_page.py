@@ -6,8 +6,10 @@ bad-target inputs get clear messages."""
 
 from __future__ import annotations
 
+import base64
 import json
 
+import numpy as np
 import pytest
 import torch
 from app_helpers import model_in_store, tiny_t5_in_store
@@ -20,8 +22,8 @@ from explorer.viz.tokens import display_token, escape_for_plotly
 PAGE = "app_pages/layers.py"
 MAX_FIGURE_BYTES = 2 * 2**20
 HOSTILE = "<img src=x onerror=alert(1)> **bold** $x$ مرحبا\u200b\u202e"
-TABS = ["Logit lens", "Target token", "Residual stream", "Geometry"]
-SECTION_OF = dict(zip(TABS, ["lens", "target", "residual", "geometry"], strict=True))
+TABS = ["Logit lens", "Target token", "Residual stream", "Geometry", "Information flow"]
+SECTION_OF = dict(zip(TABS, ["lens", "target", "residual", "geometry", "flow"], strict=True))
 
 
 def open_page(app, prompt: str | None = None, model: str | None = None, page: str = PAGE):
@@ -123,6 +125,27 @@ def test_the_top_lens_row_is_the_models_prediction(app) -> None:
 
 
 @pytest.mark.slow
+def test_information_flow_follows_the_prediction_back(app) -> None:
+    at = open_tab(open_page(app, "When Mary and John went to the store, John gave a drink to"),
+                  "Information flow")
+    assert titles(at)[0] == "Information flow into 13: ␣to (position 13)"
+    assert titles(at)[1].startswith("Which heads carry L")
+    edges = figures(at)[0]["data"]
+    assert {trace["name"] for trace in edges if trace.get("name")} >= {
+        "attention (token read → token reading)", "residual", "MLP write"}
+    shares = figures(at)[1]["data"][0]["y"]  # plotly's typed array: base64 float32
+    shares = np.frombuffer(base64.b64decode(shares["bdata"]), dtype=shares["dtype"])
+    assert len(shares) == 9 and float(shares.sum()) == pytest.approx(1.0, abs=1e-3)
+    count = len(at.selectbox(key="layers_flow_edge").options)
+    at.select_slider(key="layers_flow_threshold").set_value("0.15").run()
+    assert not at.exception
+    assert len(at.selectbox(key="layers_flow_edge").options) < count  # fewer edges kept
+    at.selectbox(key="layers_flow_token").set_value("1: ␣Mary").run()
+    assert titles(at)[0] == "Information flow into 1: ␣Mary (position 1)"
+    assert len(at.main.get("download_button")) == 1
+
+
+@pytest.mark.slow
 def test_widgets_rerun_their_section_without_errors(app) -> None:
     at = open_page(app, "One, two, three, four, five, six, seven, eight, nine, ten, eleven,"
                         " twelve, thirteen, fourteen, fifteen, sixteen, seventeen")
@@ -170,7 +193,7 @@ def test_one_forward_serves_the_attention_layers_and_positional_pages(app, count
     at.session_state["prompt_box_layers"] = prompt
     at.run()
     assert not at.exception
-    for name in TABS[1:]:
+    for name in [*TABS[1:], "Geometry"]:
         open_tab(at, name)
     at.select_slider(key="layers_geo_row").set_value("L5").run()
     at.switch_page("app_pages/attention.py").run()
@@ -193,6 +216,8 @@ def test_minilm_says_why_there_is_no_lens_and_shows_geometry(app) -> None:
     assert "Residual stream norm at every layer and position" in titles(
         open_tab(at, "Residual stream"))
     assert "Token × token cosine · L5" in titles(open_tab(at, "Geometry"))
+    open_tab(at, "Information flow")  # post-norm: its blocks' outputs are not sums
+    assert ["post-norm" in i.value for i in at.info] == [True] and not titles(at)
 
 
 @pytest.mark.slow
@@ -246,6 +271,8 @@ def test_encoder_decoder_reads_the_decoder_stream_and_both_stacks(app) -> None:
         assert "L0 cross-attn" in figures(at)[0]["data"][0]["y"]
         open_tab(at, "Residual stream")
         assert at.radio(key="layers_resid_stream").value == "encoder"
+        open_tab(at, "Information flow")
+        assert ["cross-attention" in i.value for i in at.info] == [True]
 
 
 def test_a_hidden_tab_keeps_its_choices_across_a_new_prompt(app) -> None:

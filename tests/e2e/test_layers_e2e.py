@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 
 CHART = '[data-testid="stPlotlyChart"]'
 HOSTILE = "<img src=x onerror=alert(1)> **bold** $x$ \\(y\\) שלום مرحبا\u200b\u202eabc"
-TABS = ["Logit lens", "Target token", "Residual stream", "Geometry"]
+TABS = ["Logit lens", "Target token", "Residual stream", "Geometry", "Information flow"]
 TYPED = """() => [...document.querySelectorAll('[data-testid="stTextInput"] input')]
     .some(box => box.value === ' the')"""  # the target box shows what was typed
 
