@@ -32,26 +32,36 @@ def proximity(y: Tensor, terms: Tensor) -> Tensor:
     return torch.where(total > 0, raw / total.clamp_min(1e-30), torch.zeros_like(raw))
 
 
+def _source_terms(pattern: Tensor, values_out: Tensor) -> Tensor:
+    """``[r, w, D]``: ``sum_h pattern[h, i, j] * values_out[h, j]``, one head at a time in
+    place (einsum's batched-matmul path for this shape was 3-15x slower, and erratic, on a
+    busy 2-core CPU)."""
+    terms = pattern[0, :, :, None] * values_out[0, None]
+    for head in range(1, pattern.shape[0]):
+        terms.addcmul_(pattern[head, :, :, None], values_out[head, None])
+    return terms
+
+
 def attention_importances(pattern: Tensor, values_out: Tensor, resid_pre: Tensor,
-                          resid_mid: Tensor) -> tuple[Tensor, Tensor]:
+                          resid_mid: Tensor, causal: bool = False) -> tuple[Tensor, Tensor]:
     """Importances of one attention block's terms for every token's ``resid_mid`` ``[N, D]``:
-    each source token's ``[N, N]`` (row i: the sources j <= i that token i read; the
-    output bias is the remainder ``resid_mid - resid_pre - sum_j``, a term of its own) and
-    the residual's ``[N]``. ``pattern`` ``[H, N, N]``; ``values_out`` ``[H, N, D]``: each
-    head's value vector of each token through its slice of the output projection."""
+    each source token's ``[N, N]`` (row i: the sources j that token i read; the output bias
+    is the remainder ``resid_mid - resid_pre - sum_j``, a term of its own) and the
+    residual's ``[N]``. ``pattern`` ``[H, N, N]``; ``values_out`` ``[H, N, D]``: each head's
+    value vector of each token through its slice of the output projection. ``causal``
+    (a decoder's pattern) skips the sources after each row, which it never reads."""
     n = resid_pre.shape[0]
-    sources = torch.empty(n, n)
+    sources = torch.zeros(n, n)
     residual = torch.empty(n)
     for start in range(0, n, ROWS_PER_CHUNK):
         rows = slice(start, min(start + ROWS_PER_CHUNK, n))
-        # (a row slice of the pattern is not contiguous: einsum is ~15x slower on it)
-        terms = torch.einsum("hij,hjd->ijd", pattern[:, rows].float().contiguous(),
-                             values_out.float())  # [r, N, D]
+        width = rows.stop if causal else n  # sources a row of this chunk can read
+        terms = _source_terms(pattern[:, rows, :width].float(), values_out[:, :width].float())
         y = resid_mid[rows].float()
         bias = y - resid_pre[rows].float() - terms.sum(1)  # [r, D]: b_O (0 without a bias)
         parts = torch.cat((terms, resid_pre[rows, None].float(), bias[:, None]), dim=1)
-        shares = proximity(y, parts)  # [r, N + 2]
-        sources[rows], residual[rows] = shares[:, :n], shares[:, n]
+        shares = proximity(y, parts)  # [r, width + 2]
+        sources[rows, :width], residual[rows] = shares[:, :width], shares[:, width]
     return sources, residual
 
 
@@ -130,14 +140,15 @@ def head_importances(pattern: Tensor, values_out: Tensor, resid_mid: Tensor, tar
     return proximity(resid_mid[target].float(), terms)
 
 
-def layer_importances(n_layers: int, layer_inputs: Callable[[int], tuple[Tensor, ...]]
-                      ) -> FlowImportances:
+def layer_importances(n_layers: int, layer_inputs: Callable[[int], tuple[Tensor, ...]],
+                      causal: bool = False) -> FlowImportances:
     """Every block's importances from ``layer_inputs(l) = (pattern [H, N, N],
-    values_out [H, N, D], resid_pre, resid_mid, resid_post [N, D])``, one layer at a time."""
+    values_out [H, N, D], resid_pre, resid_mid, resid_post [N, D])``, one layer at a time
+    (``causal``: a decoder's)."""
     parts: dict[str, list[Tensor]] = {"attn": [], "attn_resid": [], "mlp": [], "mlp_resid": []}
     for layer in range(n_layers):
         pattern, values_out, pre, mid, post = layer_inputs(layer)
-        sources, resid = attention_importances(pattern, values_out, pre, mid)
+        sources, resid = attention_importances(pattern, values_out, pre, mid, causal)
         mlp, mlp_resid = mlp_importances(mid, post)
         for key, value in zip(parts, (sources, resid, mlp, mlp_resid), strict=True):
             parts[key].append(value)

@@ -61,7 +61,7 @@ def information_flow(run: PromptRun) -> FlowImportances:
         raise ValueError(f"no flow graph: {why}")
     stream = run.streams["main"]
     return run.derive(("flow",), lambda: layer_importances(
-        stream.n_layers, lambda layer: _layer_inputs(run, layer)))
+        stream.n_layers, lambda layer: _layer_inputs(run, layer), causal=run.kind == "decoder"))
 
 
 def edge_heads(run: PromptRun, layer: int, target: int, source: int) -> Tensor:

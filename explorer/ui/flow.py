@@ -23,7 +23,7 @@ from explorer.ui.url_state import in_url
 from explorer.viz.flow import flow_figure
 from explorer.viz.positional import bar_chart
 
-THRESHOLDS = ("0.01", "0.02", "0.04", "0.08", "0.15", "0.3")
+THRESHOLDS = ("0.02", "0.04", "0.08", "0.15", "0.3")  # below 0.02: tens of thousands of edges
 DEFAULT_THRESHOLD = "0.04"  # the LLM Transparency Tool's default
 MAX_LISTED_EDGES = 40  # attention edges offered for the split by head
 KINDS = {"attn": "attention", "resid": "residual (attention)", "mlp": "MLP",
