@@ -12,7 +12,7 @@ from explorer.ui import interventions as ui
 from explorer.ui import page_header, require_model
 from explorer.ui.export import begin_page, share_panel
 from explorer.ui.patching import attribution_section, patching_section
-from explorer.ui.runs import prompt_inputs, run_or_stop
+from explorer.ui.runs import prompt_inputs, run_caption, run_or_stop
 from explorer.ui.side_by_side import compare_section, generate_section
 
 SECTIONS = {
@@ -41,8 +41,7 @@ text, target_text = prompt_inputs(lm, "interventions", "int_decoder_text", "inte
 started = time.perf_counter()
 page_run = run_or_stop(lm, text, target_text)
 share_panel(lm, page_run)
-st.caption(f"{len(page_run.labels['source']):,} tokens · the model ran once in "
-           f"{page_run.run.seconds:.2f} s, shared with every other page showing this prompt.")
+st.caption(run_caption(page_run))
 for tab, section in zip(st.tabs(list(SECTIONS)), SECTIONS.values(), strict=True):
     with tab:
         section(lm, page_run)

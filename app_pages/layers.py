@@ -10,7 +10,7 @@ import streamlit as st
 from explorer.ui import layers as ui
 from explorer.ui import page_header, require_model
 from explorer.ui.export import begin_page, share_panel
-from explorer.ui.runs import prompt_inputs, run_or_stop
+from explorer.ui.runs import prompt_inputs, run_caption, run_or_stop
 from explorer.ui.url_state import in_url
 
 page_header(
@@ -32,8 +32,7 @@ n_tokens = len(page_run.labels["source"])
 if n_tokens < 2:
     st.warning("The prompt is a single token: every view below still works, but there is "
                "little to compare. Type a few words.")
-st.caption(f"{n_tokens:,} tokens · the model ran once in {page_run.run.seconds:.2f} s, "
-           "shared with every other page showing this prompt.")
+st.caption(run_caption(page_run))
 
 # The open tab is in the URL, so a switch reruns the page: only the open tab's section runs
 # (the others' choices are kept by Streamlit while they are hidden).

@@ -136,3 +136,10 @@ def prompt_inputs(lm: Any, page_key: str, decoder_key: str, what: str
         st.info(f"Type a prompt to see its {what}.")
         st.stop()
     return text, target_text
+
+
+def run_caption(page_run: PageRun) -> str:
+    """How long the prompt's one forward took, which every page showing it shares."""
+    n = len(page_run.labels["source"])
+    return (f"{n:,} token{'' if n == 1 else 's'} · the model ran once in "
+            f"{page_run.run.seconds:.2f} s, shared with every other page showing this prompt.")

@@ -242,6 +242,7 @@ def test_bad_inputs_get_messages(app) -> None:
     at.run()
     assert not at.exception
     assert any("single token" in w.value for w in at.warning)
+    assert any(c.value.startswith("1 token · the model ran once") for c in at.caption)
     words = " ".join(f"w{i % 97} x{i % 13}" for i in range(700))  # > 1,024 tokens
     at.session_state["prompt_box_layers"] = words
     at.run()
