@@ -7,6 +7,7 @@ SmolLM2 (a 40-token prompt), then the section time after each control change, th
 same for MiniLM's learned table.
 
     python -m benchmarks.positional_page
+    python -m benchmarks.positional_page --first   # only SmolLM2's first visit, in this process
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -75,10 +77,13 @@ def first_visit(at: AppTest, model: str) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    only_first = "--first" in sys.argv[1:]  # a fresh process: the first page it ever draws
     for name, controls in (("smollm2-135m", SMOLLM2_CONTROLS), ("minilm-l6", MINILM_CONTROLS)):
         load_off_the_main_thread(name)
         at = AppTest.from_file(APP, default_timeout=300)
         first_visit(at, name)
+        if only_first:
+            return
         measure(at, controls)
 
 

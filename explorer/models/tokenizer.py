@@ -131,6 +131,12 @@ class FastTokenizer:
     mask_token_id = property(lambda self: self._special_id("mask_token"))
 
     @property
+    def backend_tokenizer(self) -> Any:
+        """The Rust tokenizer, as transformers' fast tokenizers name it (reading its decoder
+        must not build the transformers tokenizer: that import costs seconds)."""
+        return self.backend
+
+    @property
     def all_special_tokens(self) -> list[str]:
         added = [t.content for t in self.backend.get_added_tokens_decoder().values() if t.special]
         named = [getattr(self, n) for n in SPECIAL_NAMES if getattr(self, n)]
