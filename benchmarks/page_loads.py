@@ -47,9 +47,10 @@ CHARTS_SETTLE_S = 10  # an untimed visit counts the charts this long after the r
 
 
 @contextlib.contextmanager
-def server(directory: Path):
+def server(directory: Path, extra_env: dict[str, str] | None = None):
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "EXPLORER_LOCAL_MODELS": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "EXPLORER_LOCAL_MODELS": "1",
+           **(extra_env or {})}
     process = subprocess.Popen(
         [str(REPO / ".venv" / "bin" / "streamlit"), "run", "app.py", "--server.headless",
          "true", "--server.port", str(port), "--server.fileWatcherType", "none",
@@ -96,6 +97,9 @@ def main() -> None:
     parser.add_argument("--old", type=Path, help="a checkout of the code to compare against")
     parser.add_argument("--pages", default="positional", help=f"from {sorted(PATHS)}")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--new-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment of the new server only (with --old . compares "
+                             "settings of one checkout, e.g. EXPLORER_TORCH_THREADS=1)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -103,7 +107,9 @@ def main() -> None:
     pages = args.pages.split(",")
     times: dict[tuple[str, str], list[float]] = {}
     with contextlib.ExitStack() as stack, sync_playwright() as pw:
-        urls = {name: stack.enter_context(server(d)) for name, d in dirs.items()}
+        new_env = dict(item.split("=", 1) for item in args.new_env)
+        urls = {name: stack.enter_context(server(d, new_env if name == "new" else None))
+                for name, d in dirs.items()}
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         expected = {}
         for url in urls.values():  # load the model and count each page's charts (not timed)
