@@ -124,6 +124,9 @@ def test_layers_link_opens_its_tab(app_server, page, screenshot_dir) -> None:
         "prompt": "The capital of France is", "layers_tab": "Geometry",
         "layers_geo_row": "L5", "layers_lens_stat": "Entropy"}, '[data-testid="stTab"]')
     assert page.get_by_role("tab", name="Geometry").get_attribute("aria-selected") == "true"
+    # plotly draws a chart's SVG a few seconds after the script run ends (its JS loads lazily)
+    page.locator(f"{CHART} .gtitle", has_text="Token × token cosine · L5").first.wait_for(
+        timeout=60_000)
     assert "Token × token cosine · L5" in chart_titles(page)
     page.screenshot(path=str(screenshot_dir / "share-layers-link.png"), full_page=True)
 
