@@ -197,6 +197,13 @@ class GridPlan:
     def runs(self) -> int:
         return len(self.cells)
 
+    @property
+    def costs(self) -> list[int]:
+        """Positions each run recomputes (a whole prompt's unless packed)."""
+        if self.packed:
+            return [self.positions - start for start in self.starts]
+        return [self.positions] * len(self.cells)
+
 
 def plan_grid(model: nn.Module, clean_ids: Tensor, corrupt_ids: Tensor, site: str,
               decoder_ids: Tensor | None = None, stack: str = "", position: int = -1,
@@ -252,14 +259,13 @@ def patch_grid(
     clean_metric = float(metric(clean_logits)[0])
     corrupt_metric = float(metric(corrupt_logits)[0])
     values = torch.full(plan.shape, corrupt_metric)  # the cells that need no run
-    costs = [n - start for start in starts] if plan.packed else [n] * len(cells)
     if plan.packed:
         keys, vals = corrupt_cache.stack("attn.k"), corrupt_cache.stack("attn.v")
     total = plan.shape[0] * plan.shape[1]
     done = total - len(cells)
     if progress is not None and not cells:
         progress(done, total)
-    for chunk in _chunks(cells, costs, batch_size * n):
+    for chunk in _chunks(cells, plan.costs, batch_size * n):
         batch = [cells[i] for i in chunk]
         first = batch[0][0]  # cells are in layer order: the earliest patched block
         # Runs that all start at position 0 save nothing by packing: the fused causal

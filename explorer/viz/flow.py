@@ -33,20 +33,19 @@ def flow_figure(edges: Sequence[Edge], labels: Sequence[str], n_layers: int, pos
     """The graph of ``edges`` over ``labels`` (one per position) and ``n_layers`` blocks,
     explaining the final residual at ``position``."""
     fig = go.Figure()
+    segments: dict[tuple[str, int], tuple[list, list]] = {}  # (kind, bin): xs, ys
+    for edge in edges:
+        band = next(i for i, (low, _, _) in enumerate(BINS) if edge.importance >= low)
+        xs, ys = segments.setdefault((edge.kind, band), ([], []))
+        (x0, y0), (x1, y1) = _ends(edge)
+        xs += [x0, x1, None]
+        ys += [y0, y1, None]
     shown = set()
-    for kind in ("resid", "mlp_resid", "mlp", "attn"):
-        for low, width, opacity in BINS:
-            xs: list[float | None] = []
-            ys: list[float | None] = []
-            for edge in edges:
-                top = next(b for b in BINS if edge.importance >= b[0])
-                if edge.kind != kind or top[0] != low:
-                    continue
-                (x0, y0), (x1, y1) = _ends(edge)
-                xs += [x0, x1, None]
-                ys += [y0, y1, None]
-            if not xs:
+    for kind in ("resid", "mlp_resid", "mlp", "attn"):  # attention drawn on top
+        for band, (_, width, opacity) in enumerate(BINS):
+            if (kind, band) not in segments:
                 continue
+            xs, ys = segments[kind, band]
             name = KIND_LABELS[kind]
             fig.add_trace(go.Scatter(
                 x=xs, y=ys, mode="lines", hoverinfo="skip", opacity=opacity,
